@@ -8,4 +8,5 @@
 pub mod ids;
 pub mod kv;
 pub mod router;
+pub mod storage;
 pub mod node;

@@ -1,0 +1,1 @@
+//! The node write-ahead log (being built).
