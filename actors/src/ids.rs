@@ -20,7 +20,9 @@ pub struct ShardId(pub u32);
 
 /// A Raft group hosted by the node's WAL. Shard groups use the shard id; ids at or
 /// above [`GroupId::FIRST_SYSTEM`] are reserved for system groups (the metadata group).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct GroupId(pub u64);
 

@@ -4,9 +4,16 @@
 //! Raft shard replicas and their actors, the node's write-ahead log and the sled state
 //! machine. There is no HTTP, CLI, config parsing or metrics exporter here; the edges
 //! in the `mimori` crate reach the kernel only through a [`router::Router`].
+//!
+//! Layering, bottom up: `ids`, `kv`, `command` → `storage` → `log_writer`, `shard`,
+//! `ticker` → `node` (supervision tree, checkpointer) → `router`.
 
+pub mod command;
 pub mod ids;
 pub mod kv;
-pub mod router;
-pub mod storage;
+pub mod log_writer;
 pub mod node;
+pub mod router;
+pub mod shard;
+pub mod storage;
+pub mod ticker;

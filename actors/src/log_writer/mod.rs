@@ -1,0 +1,12 @@
+//! The LogWriter: group commit for every Raft group of the node.
+//!
+//! Shard replicas send it what each Ready must make durable; it gathers whatever
+//! arrived while the previous `fdatasync` ran into one batch, writes it and syncs once
+//! (`writer::WalWriter` on the blocking pool), then calls each write's completion. The
+//! batch size grows with load on its own: the more writes arrive during one sync, the
+//! more the next sync covers.
+
+pub mod actor;
+pub mod writer;
+
+pub use actor::{DurableCallback, LogWriterActor, LogWriterArgs, LogWriterMsg};

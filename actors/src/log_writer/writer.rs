@@ -1,0 +1,259 @@
+//! `WalWriter`: the blocking half of the LogWriter. It owns the node's [`Wal`] and
+//! turns a batch of group writes into records, one `fdatasync`, and (when segments
+//! rolled over) the deletion of segments nothing needs any more.
+//!
+//! It runs on tokio's blocking pool, one batch at a time; the LogWriter actor moves it
+//! into the blocking task and gets it back with the result.
+//!
+//! Invariants:
+//! - every segment after the first starts with a `Checkpoint` record holding every
+//!   known group's metadata, so deleting older segments never loses metadata;
+//! - segment `k` is deleted only when it is not the active segment, every older
+//!   segment is gone, and every group's entries in it are at or below the compaction
+//!   point recorded by the checkpoint that opens segment `k + 1`. Compaction points
+//!   are only written after the state machine data they cover is durable.
+
+use crate::ids::GroupId;
+use crate::kv::WalStats;
+use crate::storage::raft_log::GroupLog;
+use crate::storage::wal::{SegmentId, Wal, WalError, RECORD_PAYLOAD_BYTES_MAX};
+use crate::storage::wal_record::{
+    Checkpoint, CompactionRecord, GroupMetadata, GroupWrite, RecoveredLogs,
+    WalRecord, RECORD_FORMAT_VERSION,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// Entries of one group go into records of at most this many payload bytes, well
+/// below the WAL's record limit.
+const RECORD_SPLIT_BYTES: u64 = (RECORD_PAYLOAD_BYTES_MAX as u64) / 4;
+
+/// Why a batch or a replay failed. After a failed `fdatasync` nothing written since
+/// the last good one can be trusted, so the LogWriter stops accepting writes.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("{0}")]
+    Record(String),
+}
+
+/// The WAL plus what is needed to checkpoint and delete its segments.
+pub struct WalWriter {
+    wal: Wal,
+    /// A new segment is started when the active one reaches this size.
+    segment_bytes_max: u64,
+    /// Latest metadata of every group, as written.
+    groups: HashMap<GroupId, GroupMetadata>,
+    /// Highest entry index of each group in each segment.
+    segment_max_index: BTreeMap<SegmentId, HashMap<GroupId, u64>>,
+    /// Compaction points recorded by the checkpoint opening each segment.
+    segment_start_compaction: BTreeMap<SegmentId, HashMap<GroupId, u64>>,
+    /// Cumulative counters.
+    stats: WalStats,
+    /// Reused encoding buffer.
+    scratch: Vec<u8>,
+}
+
+impl WalWriter {
+    /// Wraps an opened WAL and the logs recovered from it.
+    pub fn new(wal: Wal, segment_bytes_max: u64, recovered: &RecoveredLogs) -> WalWriter {
+        let groups = recovered
+            .logs
+            .iter()
+            .map(|(group, log)| (*group, metadata_of(*group, log)))
+            .collect();
+        let mut writer = WalWriter {
+            wal,
+            segment_bytes_max,
+            groups,
+            segment_max_index: recovered.segment_max_index.clone(),
+            segment_start_compaction: recovered.segment_start_compaction.clone(),
+            stats: WalStats::default(),
+            scratch: Vec::with_capacity(1 << 20),
+        };
+        writer.refresh_file_stats();
+        writer
+    }
+
+    /// Counters and file sizes.
+    pub fn stats(&self) -> WalStats {
+        self.stats.clone()
+    }
+
+    /// Appends every write and makes the batch durable with one `fdatasync`.
+    pub fn write_batch(&mut self, writes: &[GroupWrite]) -> Result<(), WriterError> {
+        if self.wal.active_segment_bytes() >= self.segment_bytes_max {
+            self.roll_over()?;
+        }
+        let mut compacted_any = false;
+        for write in writes {
+            compacted_any |= write.compacted.is_some();
+            self.append_write(write)?;
+        }
+        self.wal.sync()?;
+        self.stats.fsyncs_total += 1;
+        if compacted_any {
+            self.remove_obsolete_segments()?;
+        }
+        self.refresh_file_stats();
+        Ok(())
+    }
+
+    /// Rebuilds one group's log from the files (all earlier writes are synced).
+    pub fn replay_group(&self, group: GroupId) -> Result<GroupLog, WriterError> {
+        let mut recovered = RecoveredLogs::default();
+        let mut failure = None;
+        self.wal.replay(&mut |position, payload| {
+            if let Err(error) = recovered.apply(position, payload, Some(group)) {
+                failure.get_or_insert(error.to_string());
+            }
+            Ok(())
+        })?;
+        if let Some(reason) = failure {
+            return Err(WriterError::Record(reason));
+        }
+        Ok(recovered.logs.remove(&group).unwrap_or_default())
+    }
+
+    fn append_write(&mut self, write: &GroupWrite) -> Result<(), WriterError> {
+        // Split very large entry lists so no record nears the WAL's limit; the hard
+        // state goes with the last piece so it never runs ahead of the entries.
+        let mut pieces = Vec::new();
+        if write.payload_bytes() > RECORD_SPLIT_BYTES {
+            let mut piece = GroupWrite::new(write.group);
+            piece.conf_state = write.conf_state.clone();
+            piece.compacted = write.compacted;
+            let mut bytes = 0;
+            for entry in &write.entries {
+                let entry_bytes = (entry.data.len() + entry.context.len()) as u64 + 32;
+                if bytes + entry_bytes > RECORD_SPLIT_BYTES && !piece.entries.is_empty() {
+                    pieces.push(std::mem::replace(&mut piece, GroupWrite::new(write.group)));
+                    bytes = 0;
+                }
+                bytes += entry_bytes;
+                piece.entries.push(entry.clone());
+            }
+            piece.hard_state = write.hard_state;
+            pieces.push(piece);
+        }
+        let pieces: Vec<&GroupWrite> = if pieces.is_empty() {
+            vec![write]
+        } else {
+            pieces.iter().collect()
+        };
+        for piece in pieces {
+            self.scratch.clear();
+            WalRecord::GroupWrite(piece.clone()).encode(&mut self.scratch);
+            self.wal.append(&self.scratch)?;
+            self.stats.records_total += 1;
+            self.stats.entries_total += piece.entries.len() as u64;
+            if let Some(last) = piece.entries.last() {
+                let max = self
+                    .segment_max_index
+                    .entry(self.wal.active_segment())
+                    .or_default()
+                    .entry(piece.group)
+                    .or_default();
+                *max = (*max).max(last.index);
+            }
+        }
+        self.remember_metadata(write);
+        Ok(())
+    }
+
+    fn remember_metadata(&mut self, write: &GroupWrite) {
+        let metadata = self
+            .groups
+            .entry(write.group)
+            .or_insert_with(|| GroupMetadata {
+                group: write.group,
+                ..Default::default()
+            });
+        if let Some(conf_state) = &write.conf_state {
+            metadata.conf_state = conf_state.clone();
+        }
+        if let Some(compacted) = write.compacted {
+            if compacted.index > metadata.compacted.index {
+                metadata.compacted = compacted;
+            }
+        }
+        if let Some(hard_state) = write.hard_state {
+            metadata.hard_state = hard_state;
+        }
+    }
+
+    fn roll_over(&mut self) -> Result<(), WriterError> {
+        let segment = self.wal.rollover()?;
+        let mut groups: Vec<GroupMetadata> = self.groups.values().cloned().collect();
+        groups.sort_by_key(|metadata| metadata.group);
+        self.segment_start_compaction.insert(
+            segment,
+            groups
+                .iter()
+                .map(|metadata| (metadata.group, metadata.compacted.index))
+                .collect(),
+        );
+        self.scratch.clear();
+        WalRecord::Checkpoint(Checkpoint {
+            version: RECORD_FORMAT_VERSION,
+            groups,
+        })
+        .encode(&mut self.scratch);
+        self.wal.append(&self.scratch)?;
+        self.stats.records_total += 1;
+        Ok(())
+    }
+
+    fn remove_obsolete_segments(&mut self) -> Result<(), WriterError> {
+        let segments = self.wal.segments();
+        let active = self.wal.active_segment();
+        let mut first_kept = None;
+        for pair in segments.windows(2) {
+            let (segment, next) = (pair[0], pair[1]);
+            if segment == active || !self.segment_is_obsolete(segment, next) {
+                break;
+            }
+            first_kept = Some(next);
+        }
+        if let Some(first_kept) = first_kept {
+            let deleted = self.wal.remove_segments_before(first_kept)?;
+            self.stats.segments_deleted_total += deleted;
+            self.segment_max_index = self.segment_max_index.split_off(&first_kept);
+            self.segment_start_compaction = self.segment_start_compaction.split_off(&first_kept);
+        }
+        Ok(())
+    }
+
+    fn segment_is_obsolete(&self, segment: SegmentId, next: SegmentId) -> bool {
+        let Some(next_start) = self.segment_start_compaction.get(&next) else {
+            return false;
+        };
+        let Some(maxima) = self.segment_max_index.get(&segment) else {
+            // No entries at all: only metadata, superseded by the next checkpoint.
+            return true;
+        };
+        maxima.iter().all(|(group, max_index)| {
+            next_start
+                .get(group)
+                .is_some_and(|compacted| compacted >= max_index)
+        })
+    }
+
+    fn refresh_file_stats(&mut self) {
+        self.stats.segments = self.wal.segments().len() as u64;
+        self.stats.bytes = self.wal.total_bytes();
+    }
+}
+
+/// The metadata of a recovered group.
+fn metadata_of(group: GroupId, log: &GroupLog) -> GroupMetadata {
+    GroupMetadata {
+        group,
+        hard_state: log.hard_state().into(),
+        conf_state: log.conf_state().into(),
+        compacted: CompactionRecord {
+            index: log.truncated().index,
+            term: log.truncated().term,
+        },
+    }
+}

@@ -1,0 +1,61 @@
+//! Live figures of one shard replica, written by its actor and read lock-free by the
+//! router, health checks and the cluster view.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Atomics the replica updates after every Ready.
+#[derive(Debug, Default)]
+pub struct ShardGauges {
+    /// Raft id of the known leader, 0 when none.
+    leader: AtomicU64,
+    /// Current term.
+    term: AtomicU64,
+    /// Highest index applied to the state machine.
+    applied_index: AtomicU64,
+    /// Highest index known committed.
+    commit_index: AtomicU64,
+    /// Highest index compacted out of the in-memory log.
+    compacted_index: AtomicU64,
+}
+
+impl ShardGauges {
+    pub fn leader(&self) -> Option<u64> {
+        match self.leader.load(Ordering::Relaxed) {
+            0 => None,
+            leader => Some(leader),
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Relaxed)
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index.load(Ordering::Relaxed)
+    }
+
+    pub fn compacted_index(&self) -> u64 {
+        self.compacted_index.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_leader(&self, leader: u64, term: u64) {
+        self.leader.store(leader, Ordering::Relaxed);
+        self.term.store(term, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_applied_index(&self, index: u64) {
+        self.applied_index.store(index, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_commit_index(&self, index: u64) {
+        self.commit_index.store(index, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_compacted_index(&self, index: u64) {
+        self.compacted_index.store(index, Ordering::Relaxed);
+    }
+}
