@@ -1,1 +1,42 @@
-fn main(){}
+//! `mimorid`: runs one Mimori node. See `mimorid --help` and docs/operations.md.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 when the node failed while running,
+//! 2 for an unusable configuration or a port that cannot be bound.
+
+use clap::Parser;
+use mimori::config::Config;
+use mimori::daemon::{self, DaemonError, Flags};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::resolve(flags.config.as_deref(), std::env::vars(), flags.layer()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mimorid: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mimorid: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(daemon::run(config, daemon::termination_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ (DaemonError::Config(_) | DaemonError::Bind { .. } | DaemonError::Unsupported(_))) => {
+            eprintln!("mimorid: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("mimorid: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Node configuration: every setting with its default, and the layering
+//! defaults < TOML file (`--config`) < `MIMORI_*` environment < command-line flags.
+//!
+//! One struct of optional fields ([`ConfigLayer`]) is read from each source; the
+//! layers are merged in order onto [`Config::default`]. The environment is read by
+//! turning `MIMORI_FIELD_NAME=value` into the TOML `field_name = value`, so the TOML
+//! file, the environment and the flags accept exactly the same names and types.
+
+use mimori_actors::ids::NodeId;
+use mimori_actors::kv::{Limits, NodeAddresses};
+use mimori_actors::node::NodeOptions;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// This node's id; never reused within a cluster. Non-zero.
+    pub node_id: u64,
+    /// Where the WAL, the state machine and the identity file live.
+    pub data_dir: PathBuf,
+    /// HTTP/JSON gateway listen address.
+    pub http: SocketAddr,
+    /// Admin TCP protocol listen address (dbctl).
+    pub admin: SocketAddr,
+    /// Node-to-node traffic listen address.
+    pub cluster: SocketAddr,
+    /// Gossip (SWIM) UDP address.
+    pub gossip: SocketAddr,
+    /// Gossip addresses of existing nodes to join.
+    pub join: Vec<String>,
+    /// Shards of a new cluster (fixed at bootstrap).
+    pub shard_count: u32,
+    /// When set, admin clients must present this token.
+    pub admin_token: Option<String>,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    pub scan_limit_max: u32,
+    /// How long a request may wait for its shard.
+    pub request_timeout_ms: u32,
+    /// HTTP requests served at once; more get 503.
+    pub http_requests_in_flight_max: u32,
+    /// Admin connections served at once.
+    pub admin_connections_max: u32,
+    /// sled page cache.
+    pub sled_cache_bytes: u64,
+    /// WAL segment size before rollover.
+    pub wal_segment_bytes: u64,
+    /// Checkpoint when a shard applied this many entries since its last compaction.
+    pub compact_after_entries: u64,
+    /// Checkpoint at least this often when anything was written.
+    pub checkpoint_interval_ms: u64,
+    /// Raft tick.
+    pub tick_interval_ms: u64,
+    /// Log filter (`info`, `debug`, `mimori_actors=debug,info`, ...).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = Limits::default();
+        let kernel = NodeOptions::new(NodeId(1), PathBuf::from("mimori-data"));
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("mimori-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            cluster: SocketAddr::from(([127, 0, 0, 1], 7072)),
+            gossip: SocketAddr::from(([127, 0, 0, 1], 7073)),
+            join: Vec::new(),
+            shard_count: kernel.shard_count,
+            admin_token: None,
+            key_bytes_max: limits.key_bytes_max,
+            value_bytes_max: limits.value_bytes_max,
+            scan_limit_max: limits.scan_limit_max,
+            request_timeout_ms: kernel.request_timeout_ms,
+            http_requests_in_flight_max: 4_096,
+            admin_connections_max: 256,
+            sled_cache_bytes: kernel.sled_cache_bytes,
+            wal_segment_bytes: kernel.wal_segment_bytes,
+            compact_after_entries: kernel.compact_after_entries,
+            checkpoint_interval_ms: kernel.checkpoint_interval_ms,
+            tick_interval_ms: kernel.tick_interval_ms,
+            log: "info".into(),
+        }
+    }
+}
+
+/// One source's settings; `None` leaves the value of earlier layers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub node_id: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub cluster: Option<SocketAddr>,
+    pub gossip: Option<SocketAddr>,
+    pub join: Option<Vec<String>>,
+    pub shard_count: Option<u32>,
+    pub admin_token: Option<String>,
+    pub key_bytes_max: Option<u32>,
+    pub value_bytes_max: Option<u32>,
+    pub scan_limit_max: Option<u32>,
+    pub request_timeout_ms: Option<u32>,
+    pub http_requests_in_flight_max: Option<u32>,
+    pub admin_connections_max: Option<u32>,
+    pub sled_cache_bytes: Option<u64>,
+    pub wal_segment_bytes: Option<u64>,
+    pub compact_after_entries: Option<u64>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub tick_interval_ms: Option<u64>,
+    pub log: Option<String>,
+}
+
+/// A configuration that cannot be used, with the source and field to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {variable}: {message}")]
+    Environment { variable: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Prefix of the environment variables read.
+pub const ENVIRONMENT_PREFIX: &str = "MIMORI_";
+
+impl ConfigLayer {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::File {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Reads `MIMORI_*` variables (except `MIMORI_CONFIG`, which names the file, and
+    /// `MIMORI_ENDPOINTS`/`MIMORI_TOKEN`, which belong to dbctl).
+    pub fn from_environment(
+        variables: impl Iterator<Item = (String, String)>,
+    ) -> Result<ConfigLayer, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut names = Vec::new();
+        for (variable, value) in variables {
+            let Some(name) = variable.strip_prefix(ENVIRONMENT_PREFIX) else {
+                continue;
+            };
+            if matches!(name, "CONFIG" | "ENDPOINTS" | "TOKEN") {
+                continue;
+            }
+            let field = name.to_ascii_lowercase();
+            let parsed = if field == "join" {
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|part| !part.is_empty())
+                        .map(|part| toml::Value::String(part.to_string()))
+                        .collect(),
+                )
+            } else if let Ok(number) = value.parse::<i64>() {
+                toml::Value::Integer(number)
+            } else {
+                toml::Value::String(value)
+            };
+            table.insert(field.clone(), parsed);
+            names.push((field, variable));
+        }
+        ConfigLayer::deserialize(toml::Value::Table(table)).map_err(|error| {
+            let message = error.to_string();
+            let variable = names
+                .iter()
+                .find(|(field, _)| message.contains(field.as_str()))
+                .map(|(_, variable)| variable.clone())
+                .unwrap_or_else(|| format!("{ENVIRONMENT_PREFIX}*"));
+            ConfigError::Environment { variable, message }
+        })
+    }
+}
+
+macro_rules! merge_fields {
+    ($config:expr, $layer:expr, $($field:ident),+ $(,)?) => {
+        $(if let Some(value) = $layer.$field { $config.$field = value; })+
+    };
+}
+
+impl Config {
+    /// Applies `layer` on top of this configuration.
+    pub fn merge(&mut self, layer: ConfigLayer) {
+        merge_fields!(
+            self,
+            layer,
+            node_id,
+            data_dir,
+            http,
+            admin,
+            cluster,
+            gossip,
+            join,
+            shard_count,
+            key_bytes_max,
+            value_bytes_max,
+            scan_limit_max,
+            request_timeout_ms,
+            http_requests_in_flight_max,
+            admin_connections_max,
+            sled_cache_bytes,
+            wal_segment_bytes,
+            compact_after_entries,
+            checkpoint_interval_ms,
+            tick_interval_ms,
+            log,
+        );
+        if layer.admin_token.is_some() {
+            self.admin_token = layer.admin_token;
+        }
+    }
+
+    /// Defaults, then the file, then the environment, then the flags.
+    pub fn resolve(
+        file: Option<&Path>,
+        environment: impl Iterator<Item = (String, String)>,
+        flags: ConfigLayer,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            config.merge(ConfigLayer::from_file(path)?);
+        }
+        config.merge(ConfigLayer::from_environment(environment)?);
+        config.merge(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges so a bad value fails at start with its name, not later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.node_id == 0 {
+            return invalid("node_id must be at least 1".into());
+        }
+        if !(1..=mimori_actors::node::SHARD_COUNT_MAX).contains(&self.shard_count) {
+            return invalid(format!(
+                "shard_count must be 1..={}, not {}",
+                mimori_actors::node::SHARD_COUNT_MAX,
+                self.shard_count
+            ));
+        }
+        if !(1..=64 * 1024).contains(&self.key_bytes_max) {
+            return invalid("key_bytes_max must be 1..=65536".into());
+        }
+        if !(1..=64 * 1024 * 1024).contains(&self.value_bytes_max) {
+            return invalid("value_bytes_max must be 1..=67108864 (64 MiB)".into());
+        }
+        if self.scan_limit_max == 0 {
+            return invalid("scan_limit_max must be at least 1".into());
+        }
+        if self.request_timeout_ms < 10 {
+            return invalid("request_timeout_ms must be at least 10".into());
+        }
+        if self.wal_segment_bytes < 1024 * 1024 {
+            return invalid("wal_segment_bytes must be at least 1 MiB".into());
+        }
+        if !(10..=10_000).contains(&self.tick_interval_ms) {
+            return invalid("tick_interval_ms must be 10..=10000".into());
+        }
+        if self.compact_after_entries == 0 {
+            return invalid("compact_after_entries must be at least 1".into());
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return invalid("admin_token must not be empty (leave it unset to disable auth)".into());
+        }
+        Ok(())
+    }
+
+    /// The kernel's options.
+    pub fn node_options(&self) -> NodeOptions {
+        let mut options = NodeOptions::new(NodeId(self.node_id), self.data_dir.clone());
+        options.shard_count = self.shard_count;
+        options.addresses = NodeAddresses {
+            http: self.http.to_string(),
+            admin: self.admin.to_string(),
+            cluster: self.cluster.to_string(),
+            gossip: self.gossip.to_string(),
+        };
+        options.limits = Limits {
+            key_bytes_max: self.key_bytes_max,
+            value_bytes_max: self.value_bytes_max,
+            scan_limit_max: self.scan_limit_max,
+        };
+        options.request_timeout_ms = self.request_timeout_ms;
+        options.wal_segment_bytes = self.wal_segment_bytes;
+        options.sled_cache_bytes = self.sled_cache_bytes;
+        options.compact_after_entries = self.compact_after_entries;
+        options.checkpoint_interval_ms = self.checkpoint_interval_ms;
+        options.tick_interval_ms = self.tick_interval_ms;
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// Proves the precedence defaults < file < environment < flags, field by field.
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mimori.toml");
+        std::fs::write(
+            &file,
+            "node_id = 2\nshard_count = 16\nhttp = \"127.0.0.1:9000\"\nlog = \"debug\"\n",
+        )
+        .unwrap();
+        let flags = ConfigLayer {
+            node_id: Some(4),
+            ..Default::default()
+        };
+        let config = Config::resolve(
+            Some(&file),
+            environment(&[
+                ("MIMORI_NODE_ID", "3"),
+                ("MIMORI_SHARD_COUNT", "32"),
+                ("MIMORI_JOIN", "a:1, b:2"),
+                ("MIMORI_ENDPOINTS", "ignored"),
+                ("HOME", "ignored"),
+            ]),
+            flags,
+        )
+        .unwrap();
+        assert_eq!(config.node_id, 4, "flag wins");
+        assert_eq!(config.shard_count, 32, "environment beats file");
+        assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap(), "file beats default");
+        assert_eq!(config.log, "debug");
+        assert_eq!(config.join, ["a:1", "b:2"]);
+        assert_eq!(config.admin, Config::default().admin, "default stays");
+    }
+
+    /// Proves bad input names its source: an unknown file key, a bad env value, a
+    /// value out of range.
+    #[test]
+    fn errors_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "nodeid = 2\n").unwrap();
+        let error = Config::resolve(Some(&file), environment(&[]), ConfigLayer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bad.toml") && error.contains("nodeid"), "{error}");
+        let error = Config::resolve(
+            None,
+            environment(&[("MIMORI_HTTP", "not-an-address")]),
+            ConfigLayer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("MIMORI_HTTP"), "{error}");
+        let error = Config::resolve(
+            None,
+            environment(&[("MIMORI_NODE_ID", "0")]),
+            ConfigLayer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("node_id"), "{error}");
+    }
+}

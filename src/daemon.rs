@@ -1,0 +1,234 @@
+//! `mimorid`: the node process. Resolves the configuration, binds every listener
+//! (so a port in use fails at once, before any data is touched), starts the kernel
+//! and the edges, and on SIGTERM/SIGINT shuts down in order: the edges stop taking
+//! requests and finish the ones in flight, then the kernel drains, makes the state
+//! machine durable and closes the WAL.
+
+use crate::admin::server::AdminServerOptions;
+use crate::config::{Config, ConfigError, ConfigLayer};
+use crate::gateway::GatewayOptions;
+use clap::Parser;
+use mimori_actors::node::{Node, NodeError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long the edges get to finish in-flight requests at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Command-line flags. Each one overrides the same setting from the environment
+/// (`MIMORI_<NAME>`) and the config file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mimorid",
+    version,
+    about = "Runs a Mimori node: a replicated key-value and JSON document store.",
+    long_about = "Runs a Mimori node: a replicated key-value and JSON document store.\n\n\
+With no flags it runs a working single node on 127.0.0.1 (HTTP 7070, admin 7071, \
+cluster 7072, gossip 7073) with its data in ./mimori-data.\n\n\
+Settings come from, in increasing precedence: built-in defaults, the TOML file given \
+by --config (or MIMORI_CONFIG), MIMORI_<SETTING> environment variables (for example \
+MIMORI_NODE_ID=2, MIMORI_JOIN=host:7073,host2:7073), and these flags.",
+    after_help = "Examples:\n  mimorid\n  mimorid --node-id 1 --data-dir /var/lib/mimori --http 0.0.0.0:7070\n  curl -X PUT --data-binary 'hello' http://127.0.0.1:7070/v1/kv/greeting"
+)]
+pub struct Flags {
+    /// This node's id (non-zero; never reused in a cluster) [default: 1]
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Data directory (WAL, state machine, identity) [default: ./mimori-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP/JSON gateway address [default: 127.0.0.1:7070]
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Admin TCP address for dbctl [default: 127.0.0.1:7071]
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Node-to-node address [default: 127.0.0.1:7072]
+    #[arg(long)]
+    pub cluster: Option<SocketAddr>,
+    /// Gossip UDP address [default: 127.0.0.1:7073]
+    #[arg(long)]
+    pub gossip: Option<SocketAddr>,
+    /// Gossip addresses of existing nodes to join, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub join: Option<Vec<String>>,
+    /// TOML config file (same setting names as the flags, with underscores)
+    #[arg(long, env = "MIMORI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Shards of a new cluster, fixed at bootstrap [default: 64]
+    #[arg(long)]
+    pub shard_count: Option<u32>,
+    /// Token admin clients must present (unset: no auth)
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Log filter, e.g. info or mimori_actors=debug,info [default: info]
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+impl Flags {
+    /// The settings given on the command line.
+    pub fn layer(&self) -> ConfigLayer {
+        ConfigLayer {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            http: self.http,
+            admin: self.admin,
+            cluster: self.cluster,
+            gossip: self.gossip,
+            join: self.join.clone(),
+            shard_count: self.shard_count,
+            admin_token: self.admin_token.clone(),
+            log: self.log.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why the node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address} ({purpose}): {source}")]
+    Bind {
+        address: SocketAddr,
+        purpose: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the node failed: {0}")]
+    Node(#[from] NodeError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{purpose} server failed: {source}")]
+    Serve {
+        purpose: &'static str,
+        source: std::io::Error,
+    },
+}
+
+async fn bind(address: SocketAddr, purpose: &'static str) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            address,
+            purpose,
+            source,
+        })
+}
+
+/// Runs a node until `stop` resolves, then shuts it down cleanly.
+pub async fn run(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    if !config.join.is_empty() {
+        // TODO(#3): joining a cluster arrives with replication.
+        return Err(DaemonError::Unsupported(format!(
+            "--join {} was given, but this build runs single-node clusters only; start without --join",
+            config.join.join(",")
+        )));
+    }
+    let http = bind(config.http, "HTTP gateway").await?;
+    let admin = bind(config.admin, "admin").await?;
+    // Reserved for node-to-node traffic; held so that a second node on the same
+    // address fails now rather than when replication arrives.
+    let _cluster = bind(config.cluster, "cluster").await?;
+    let _gossip = std::net::UdpSocket::bind(config.gossip).map_err(|source| DaemonError::Bind {
+        address: config.gossip,
+        purpose: "gossip",
+        source,
+    })?;
+
+    let node = Node::start(config.node_options()).await?;
+    let router = node.router();
+    let (stopping, stopped) = watch::channel(false);
+    let edge_stop = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.changed().await;
+    };
+    let gateway_options = GatewayOptions {
+        body_bytes_max: u64::from(config.value_bytes_max),
+        requests_in_flight_max: config.http_requests_in_flight_max,
+        ..GatewayOptions::default()
+    };
+    let gateway = tokio::spawn(crate::gateway::serve(
+        http,
+        router.clone(),
+        gateway_options,
+        edge_stop(stopped.clone()),
+    ));
+    let admin_options = AdminServerOptions {
+        token: config.admin_token.clone(),
+        connections_max: config.admin_connections_max,
+        ..AdminServerOptions::default()
+    };
+    let admin_server = tokio::spawn({
+        let router = router.clone();
+        let stopped = stopped.clone();
+        async move { crate::admin::server::serve(admin, router, admin_options, edge_stop(stopped)).await }
+    });
+    tracing::info!(
+        node_id = config.node_id,
+        http = %config.http,
+        admin = %config.admin,
+        data_dir = %config.data_dir.display(),
+        "mimorid serving"
+    );
+    let serving = node.wait_until_serving(Duration::from_secs(30)).await;
+    if !serving {
+        tracing::warn!("not every shard has a leader yet; requests to them wait or get 503");
+    }
+
+    let mut gateway = gateway;
+    let mut admin_server = admin_server;
+    let failure = tokio::select! {
+        () = stop => None,
+        result = &mut gateway => Some(("HTTP gateway", result)),
+        result = &mut admin_server => Some(("admin", result)),
+    };
+    tracing::info!("shutting down: draining requests");
+    let _ = stopping.send(true);
+    if failure.is_none() {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            let _ = (&mut gateway).await;
+            let _ = (&mut admin_server).await;
+        })
+        .await;
+    }
+    node.shutdown().await?;
+    tracing::info!("shut down cleanly");
+    match failure {
+        None => Ok(()),
+        Some((purpose, Ok(Ok(())))) => Err(DaemonError::Serve {
+            purpose,
+            source: std::io::Error::other("stopped unexpectedly"),
+        }),
+        Some((purpose, Ok(Err(source)))) => Err(DaemonError::Serve { purpose, source }),
+        Some((purpose, Err(join))) => Err(DaemonError::Serve {
+            purpose,
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
