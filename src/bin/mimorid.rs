@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -28,7 +31,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(daemon::run(config, daemon::termination_signal())) {
+    let result = runtime.block_on(async {
+        match daemon::termination_signal() {
+            Ok(stop) => daemon::run(config, stop).await,
+            Err(error) => Err(DaemonError::Unsupported(format!(
+                "cannot listen for SIGTERM/SIGINT: {error}"
+            ))),
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error @ (DaemonError::Config(_) | DaemonError::Bind { .. } | DaemonError::Unsupported(_))) => {
             eprintln!("mimorid: {error}");

@@ -92,6 +92,10 @@ pub use write_ahead_log::{Recovery, Wal, WalFileStats};
 /// corrupted length can never make the reader allocate or wait for gigabytes.
 pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 32 * 1024 * 1024;
 
+/// What [`Wal::replay`] calls with each record: its position and its payload. An error
+/// stops the replay and is returned by it.
+pub type RecordVisitor<'a> = dyn FnMut(RecordPosition, &[u8]) -> Result<(), WalError> + 'a;
+
 /// How the WAL is sized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WalOptions {

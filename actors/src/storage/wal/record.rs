@@ -123,8 +123,9 @@ pub fn decode_record(bytes: &[u8]) -> DecodeOutcome<'_> {
     let Some((header, rest)) = bytes.split_first_chunk::<RECORD_HEADER_BYTES>() else {
         return DecodeOutcome::Incomplete;
     };
-    let [_, l0, l1, l2, l3, c0, c1, c2, c3] = *header;
-    let payload_bytes = u32::from_le_bytes([l0, l1, l2, l3]);
+    let [_, length @ .., _, _, _, _] = *header;
+    let [_, _, _, _, _, checksum @ ..] = *header;
+    let payload_bytes = u32::from_le_bytes(length);
     if payload_bytes > RECORD_PAYLOAD_BYTES_MAX {
         return DecodeOutcome::Invalid {
             reason: InvalidRecord::LengthTooLarge { payload_bytes },
@@ -136,7 +137,7 @@ pub fn decode_record(bytes: &[u8]) -> DecodeOutcome<'_> {
         return DecodeOutcome::Incomplete;
     };
     let record_bytes = RECORD_HEADER_BYTES + payload_len;
-    let stored = u32::from_le_bytes([c0, c1, c2, c3]);
+    let stored = u32::from_le_bytes(checksum);
     let computed =
         crc32c::crc32c_append(crc32c::crc32c(&header[..CHECKSUMMED_HEADER_BYTES]), payload);
     if stored != computed {
@@ -180,7 +181,7 @@ mod tests {
         let golden: [u8; 15] = [
             0xF9, // marker
             0x06, 0x00, 0x00, 0x00, // payload length 6, little-endian
-            0x5B, 0x4A, 0x63, 0x0F, // CRC32C of the five bytes above and the payload
+            0x39, 0x1E, 0x05, 0xF3, // CRC32C of the five bytes above and the payload
             b'm', b'i', b'm', b'o', b'r', b'i',
         ];
         assert_eq!(bytes, golden);

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::record::{decode_record, DecodeOutcome, InvalidRecord, RECORD_HEADER_BYTES};
-use super::{RecordPosition, SegmentId, WalError, RECORD_PAYLOAD_BYTES_MAX};
+use super::{RecordPosition, RecordVisitor, SegmentId, WalError, RECORD_PAYLOAD_BYTES_MAX};
 
 /// Bytes of the header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: usize = 24;
@@ -55,6 +55,14 @@ pub(super) fn encode_segment_header(segment: SegmentId) -> [u8; SEGMENT_HEADER_B
     header
 }
 
+/// The `N` bytes of a header field starting at `start`. Offsets are constants of the
+/// format, so the slice is always in bounds.
+fn header_field<const N: usize>(header: &[u8; SEGMENT_HEADER_BYTES], start: usize) -> [u8; N] {
+    let mut field = [0u8; N];
+    field.copy_from_slice(&header[start..start + N]);
+    field
+}
+
 /// Checks a segment header read from `path`, which should hold segment `segment`.
 fn verify_segment_header(
     path: &Path,
@@ -66,28 +74,26 @@ fn verify_segment_header(
         offset: 0,
         reason,
     };
-    let [m0, m1, m2, m3, m4, m5, m6, m7, v0, v1, v2, v3, i0, i1, i2, i3, i4, i5, i6, i7, c0, c1, c2, c3] =
-        *header;
-    if [m0, m1, m2, m3, m4, m5, m6, m7] != SEGMENT_MAGIC {
+    if header_field::<8>(header, 0) != SEGMENT_MAGIC {
         return Err(corrupted("not a WAL segment: bad magic".to_string()));
     }
     // The version is checked before the checksum: another version may lay out (and
     // checksum) its header differently, and deserves its own error.
-    let version = u32::from_le_bytes([v0, v1, v2, v3]);
+    let version = u32::from_le_bytes(header_field(header, 8));
     if version != SEGMENT_FORMAT_VERSION {
         return Err(WalError::UnsupportedFormat {
             path: path.to_path_buf(),
             version,
         });
     }
-    let stored = u32::from_le_bytes([c0, c1, c2, c3]);
+    let stored = u32::from_le_bytes(header_field(header, 20));
     let computed = crc32c::crc32c(&header[..SEGMENT_HEADER_CHECKSUMMED_BYTES]);
     if stored != computed {
         return Err(corrupted(format!(
             "segment header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
         )));
     }
-    let recorded = u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]);
+    let recorded = u64::from_le_bytes(header_field(header, 12));
     if recorded != segment.0 {
         return Err(corrupted(format!(
             "segment header names segment {recorded}, but the file name says {segment}"
@@ -219,7 +225,7 @@ pub(super) fn replay_segment(
     path: &Path,
     segment: SegmentId,
     end_bytes: u64,
-    visit: &mut dyn FnMut(RecordPosition, &[u8]) -> Result<(), WalError>,
+    visit: &mut RecordVisitor<'_>,
 ) -> Result<(), WalError> {
     if end_bytes == 0 {
         // A segment created by rollover whose header is still in the write buffer.
@@ -452,7 +458,7 @@ mod tests {
             b'M', b'I', b'M', b'O', b'R', b'I', b'W', b'L', // magic
             0x01, 0x00, 0x00, 0x00, // format version 1
             0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // segment id 7
-            0x00, 0x00, 0x00, 0x00, // CRC32C of the 20 bytes above
+            0x91, 0x3E, 0xD4, 0xB7, // CRC32C of the 20 bytes above
         ];
         assert_eq!(header, golden);
         assert!(verify_segment_header(Path::new("segment"), SegmentId(7), &golden).is_ok());

@@ -20,7 +20,9 @@ use super::segment::{
     encode_segment_header, parse_segment_file_name, recover_segment, replay_segment,
     segment_file_name, SEGMENT_HEADER_BYTES,
 };
-use super::{RecordPosition, SegmentId, WalError, WalOptions, RECORD_PAYLOAD_BYTES_MAX};
+use super::{
+    RecordPosition, RecordVisitor, SegmentId, WalError, WalOptions, RECORD_PAYLOAD_BYTES_MAX,
+};
 
 /// Buffered bytes at which [`Wal::append`] writes the buffer out (without syncing), so
 /// thousands of appends cost one system call per mebibyte and the buffer stays bounded.
@@ -243,10 +245,7 @@ impl Wal {
     /// Reads the active segment only up to what was written to it: records still in the
     /// write buffer are not visited, so call [`Wal::sync`] first to include them. An
     /// error from `visit` stops the replay and is returned.
-    pub fn replay(
-        &self,
-        visit: &mut dyn FnMut(RecordPosition, &[u8]) -> Result<(), WalError>,
-    ) -> Result<(), WalError> {
+    pub fn replay(&self, visit: &mut RecordVisitor<'_>) -> Result<(), WalError> {
         self.refuse_if_poisoned()?;
         for (&id, &segment_bytes) in &self.closed_segments {
             replay_segment(
