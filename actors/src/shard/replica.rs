@@ -25,7 +25,7 @@ use crate::storage::wal_record::{CompactionRecord, ConfStateRecord, GroupWrite, 
 use crate::ids::GroupId;
 use raft::eraftpb::{ConfState, EntryType, Message};
 use raft::{RawNode, StateRole};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -113,6 +113,12 @@ pub struct ShardReplica {
     reads_ready: Vec<(u64, Vec<ReadReply>)>,
     /// Messages of Readies not yet durable, released by `on_persisted`.
     messages_after_persist: Vec<(u64, Vec<Message>)>,
+    /// Numbers of Readies sent to the LogWriter and not yet durable, in order.
+    persisting: VecDeque<u64>,
+    /// Highest number of a Ready that needed no write but came after a Ready still
+    /// being persisted. raft-rs takes `on_persist_ready(n)` to mean "every Ready up to
+    /// n is durable", so it may only be reported once the earlier writes are.
+    settled_behind_write: Option<u64>,
     /// Configuration to include in the next durable write (set at bootstrap).
     pending_conf_state: Option<ConfStateRecord>,
     applied_index: u64,
@@ -141,13 +147,18 @@ impl ShardReplica {
             pending_conf_state = Some(ConfStateRecord::from(&conf_state));
             log.set_conf_state(conf_state);
         }
-        let applied_index = store.applied_index()?;
-        // The state machine may be ahead of the durable commit index (entries are
-        // applied while the hard state carrying their commit is still being written);
-        // they were committed, so the commit index is at least the applied index.
-        if log.hard_state().commit < applied_index {
+        // Replay starts at the last checkpoint: everything up to the log's compaction
+        // point was made durable before the log was compacted, and applying is
+        // idempotent, so whatever sled kept beyond it is simply confirmed.
+        let applied_index = log.truncated().index;
+        // Entries up to what was applied were committed, whether or not a hard state
+        // carrying that commit index reached the WAL (commit-only changes are not
+        // written; see `drive`).
+        let applied_before = store.applied_index()?.min(log.last_index());
+        let commit = log.hard_state().commit.max(applied_index).max(applied_before);
+        if log.hard_state().commit < commit {
             let mut hard_state = log.hard_state().clone();
-            hard_state.commit = applied_index.min(log.last_index());
+            hard_state.commit = commit;
             log.set_hard_state(hard_state);
         }
         let single_voter = log.conf_state().voters == [node_id.0];
@@ -184,6 +195,8 @@ impl ShardReplica {
             reads_in_flight: HashMap::new(),
             reads_ready: Vec::new(),
             messages_after_persist: Vec::new(),
+            persisting: VecDeque::new(),
+            settled_behind_write: None,
             pending_conf_state,
             applied_index,
             ticks: 0,
@@ -284,12 +297,32 @@ impl ShardReplica {
 
     /// The Ready numbered `ready_number` (and every earlier one) is durable.
     pub fn on_persisted(&mut self, ready_number: u64) -> Vec<Effect> {
-        self.raw.on_persist_ready(ready_number);
+        while self
+            .persisting
+            .front()
+            .is_some_and(|number| *number <= ready_number)
+        {
+            self.persisting.pop_front();
+        }
+        let mut settled = ready_number;
+        if let Some(behind) = self.settled_behind_write {
+            let before_next_write = self.persisting.front().is_none_or(|next| behind < *next);
+            if before_next_write {
+                settled = settled.max(behind);
+                self.settled_behind_write = None;
+            }
+        }
+        self.raw.on_persist_ready(settled);
+        self.release_messages(settled)
+    }
+
+    /// Messages of Readies up to `settled` may now be sent.
+    fn release_messages(&mut self, settled: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
         while self
             .messages_after_persist
             .first()
-            .is_some_and(|(number, _)| *number <= ready_number)
+            .is_some_and(|(number, _)| *number <= settled)
         {
             let (_, messages) = self.messages_after_persist.remove(0);
             effects.push(Effect::Send(messages));
@@ -359,6 +392,10 @@ impl ShardReplica {
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         let ready_number = ready.number();
+        // Term and vote must be durable before anything depends on them; a new commit
+        // index alone need not be (recovery takes it from the applied index), so such
+        // a Ready writes nothing and waits for nothing.
+        let must_sync = ready.must_sync();
         for read_state in ready.take_read_states() {
             let context: [u8; 8] = match read_state.request_ctx.as_slice().try_into() {
                 Ok(context) => context,
@@ -378,21 +415,26 @@ impl ShardReplica {
         }
         if let Some(hard_state) = &hard_state {
             self.raw.mut_store().set_hard_state(hard_state.clone());
-            write.hard_state = Some(HardStateRecord::from(hard_state));
             self.gauges.set_commit_index(hard_state.commit);
+            if must_sync || !write.is_empty() {
+                write.hard_state = Some(HardStateRecord::from(hard_state));
+            }
         }
         self.raw.advance_append_async(ready);
+        if !persisted_messages.is_empty() {
+            self.messages_after_persist
+                .push((ready_number, persisted_messages));
+        }
         if write.is_empty() {
-            // Nothing to make durable: this Ready is persisted as it stands.
-            self.raw.on_persist_ready(ready_number);
-            if !persisted_messages.is_empty() {
-                effects.push(Effect::Send(persisted_messages));
+            if self.persisting.is_empty() {
+                // Nothing to make durable and nothing before it pending.
+                self.raw.on_persist_ready(ready_number);
+                effects.extend(self.release_messages(ready_number));
+            } else {
+                self.settled_behind_write = Some(ready_number);
             }
         } else {
-            if !persisted_messages.is_empty() {
-                self.messages_after_persist
-                    .push((ready_number, persisted_messages));
-            }
+            self.persisting.push_back(ready_number);
             effects.push(Effect::Persist {
                 write,
                 ready_number: Some(ready_number),

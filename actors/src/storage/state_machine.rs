@@ -1,21 +1,28 @@
 //! The shard state machine on sled: one `Db` per node, one tree per shard replica.
 //!
 //! Layout of a shard tree (all integers big-endian so keys sort):
-//! - `0x00 "applied_index"` → `u64`: the last Raft index applied. Written in the same
-//!   atomic batch as the data it covers, so after any crash the tree is a consistent
-//!   prefix of the log and replay resumes right after it.
+//! - `0x00 "applied_index"` → `u64`: the last Raft index applied, written right after
+//!   the data of each applied batch.
 //! - `namespace byte` + key bytes → `version u8 (1)`, `revision u64`, value bytes.
 //!   Namespace bytes: `0x01` plain KV, `0x02` documents.
 //!
-//! sled's `flush` does not fully fsync on Linux (sled#1452), so [`StateMachineDb::make_durable`]
-//! flushes and then `sync_all`s every file of the database; the WAL drops records only
-//! after that returned.
+//! Applying is idempotent: an entry whose index is not above the key's current
+//! revision has already taken effect (or was overwritten by a later one) and is
+//! skipped. Recovery therefore replays from the last checkpoint, where everything was
+//! made durable, without caring how much of the later work sled kept. This is also
+//! why a batch is written as plain inserts and not as a sled `Batch`: sled 0.34.7
+//! rolls its IO buffer on every batch (`PageCache::pin_log`), which turns each applied
+//! Ready into its own disk write and `sync_file_range` and more than halves write
+//! throughput (docs/storage.md has the measurements).
+//!
+//! sled's `flush` does not fully fsync on Linux (sled#1452), so
+//! [`StateMachineDb::make_durable`] flushes and then `sync_all`s every file of the
+//! database; the WAL drops records only after that returned.
 
 use crate::command::Command;
 use crate::ids::Revision;
 use crate::kv::{Condition, KvError, Namespace, ScanItem, Versioned};
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const APPLIED_INDEX_KEY: &[u8] = b"\x00applied_index";
@@ -177,10 +184,12 @@ impl ShardStore {
         }
     }
 
-    /// Applies committed entries in one atomic batch together with the new applied
-    /// index. `entries` pairs each Raft index with its command (`None` for entries
-    /// that carry no command, such as a new leader's empty entry). Returns one outcome
-    /// per entry, in order.
+    /// Applies committed entries in order, then records the new applied index.
+    /// `entries` pairs each Raft index with its command (`None` for entries that carry
+    /// no command, such as a new leader's empty entry). Returns one outcome per entry.
+    ///
+    /// An entry at or below the key's current revision is skipped as already applied
+    /// (this happens only when replaying after a restart, when nobody waits for it).
     pub fn apply(
         &self,
         entries: &[(u64, Option<Command>)],
@@ -188,9 +197,6 @@ impl ShardStore {
         let Some(&(last_index, _)) = entries.last() else {
             return Ok(Vec::new());
         };
-        let mut batch = sled::Batch::default();
-        // Revisions written earlier in this batch, so conditions see them.
-        let mut overlay: HashMap<Vec<u8>, Option<Revision>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(entries.len());
         for (index, command) in entries {
             let Some(command) = command else {
@@ -200,13 +206,14 @@ impl ShardStore {
             let revision = Revision(*index);
             let (namespace, key) = command.key();
             let key = stored_key(namespace, key);
-            let current = match overlay.get(&key) {
-                Some(current) => *current,
-                None => match self.tree.get(&key)? {
-                    Some(stored) => Some(decode_revision(&key, &stored)?),
-                    None => None,
-                },
+            let current = match self.tree.get(&key)? {
+                Some(stored) => Some(decode_revision(&key, &stored)?),
+                None => None,
             };
+            if current.is_some_and(|current| current >= revision) {
+                outcomes.push(Some(Ok(revision)));
+                continue;
+            }
             let condition = match command {
                 Command::Put { condition, .. } | Command::Delete { condition, .. } => *condition,
             };
@@ -221,8 +228,7 @@ impl ShardStore {
             }
             match command {
                 Command::Put { value, .. } => {
-                    batch.insert(key.clone(), encode_value(revision, value));
-                    overlay.insert(key, Some(revision));
+                    self.tree.insert(key, encode_value(revision, value))?;
                     outcomes.push(Some(Ok(revision)));
                 }
                 Command::Delete { .. } => {
@@ -230,14 +236,13 @@ impl ShardStore {
                         outcomes.push(Some(Err(KvError::NotFound)));
                         continue;
                     }
-                    batch.remove(key.clone());
-                    overlay.insert(key, None);
+                    self.tree.remove(key)?;
                     outcomes.push(Some(Ok(revision)));
                 }
             }
         }
-        batch.insert(APPLIED_INDEX_KEY, &last_index.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        self.tree
+            .insert(APPLIED_INDEX_KEY, &last_index.to_be_bytes())?;
         Ok(outcomes)
     }
 
@@ -339,7 +344,7 @@ mod tests {
 
     /// Proves revisions are the entry index, conditions see earlier writes of the same
     /// batch, failed conditions and deletes of absent keys write nothing, and the
-    /// applied index moves with the batch.
+    /// applied index follows the batch.
     #[test]
     fn apply_checks_conditions_within_a_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -377,6 +382,38 @@ mod tests {
         assert_eq!(deleted[0], Some(Ok(Revision(7))));
         assert_eq!(store.get(Namespace::Kv, b"a").unwrap(), None);
         db.make_durable().unwrap();
+    }
+
+    /// Proves replaying entries that were already applied changes nothing: later
+    /// writes are not undone by an earlier delete or conditional put replayed.
+    #[test]
+    fn replay_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
+        let store = db.shard(ShardId(3)).unwrap();
+        let log = vec![
+            (1, put("k", "a", Condition::Always)),
+            (2, delete("k", Condition::Always)),
+            (3, put("k", "b", Condition::Absent)),
+            (4, put("j", "x", Condition::Always)),
+            (5, delete("j", Condition::RevisionIs(Revision(4)))),
+        ];
+        store.apply(&log).unwrap();
+        let snapshot = |store: &ShardStore| {
+            store
+                .scan(Namespace::Kv, b"", None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|item| (item.key, item.value, item.revision))
+                .collect::<Vec<_>>()
+        };
+        let before = snapshot(&store);
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0].2, Revision(3));
+        for start in 0..log.len() {
+            store.apply(&log[start..]).unwrap();
+            assert_eq!(snapshot(&store), before, "replay from entry {}", start + 1);
+        }
     }
 
     /// Proves scans stay inside the prefix and namespace, resume strictly after
