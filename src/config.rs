@@ -279,7 +279,9 @@ impl Config {
             return invalid("compact_after_entries must be at least 1".into());
         }
         if self.admin_token.as_deref() == Some("") {
-            return invalid("admin_token must not be empty (leave it unset to disable auth)".into());
+            return invalid(
+                "admin_token must not be empty (leave it unset to disable auth)".into(),
+            );
         }
         Ok(())
     }
@@ -349,7 +351,11 @@ mod tests {
         .unwrap();
         assert_eq!(config.node_id, 4, "flag wins");
         assert_eq!(config.shard_count, 32, "environment beats file");
-        assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap(), "file beats default");
+        assert_eq!(
+            config.http,
+            "127.0.0.1:9000".parse().unwrap(),
+            "file beats default"
+        );
         assert_eq!(config.log, "debug");
         assert_eq!(config.join, ["a:1", "b:2"]);
         assert_eq!(config.admin, Config::default().admin, "default stays");
@@ -365,7 +371,10 @@ mod tests {
         let error = Config::resolve(Some(&file), environment(&[]), ConfigLayer::default())
             .unwrap_err()
             .to_string();
-        assert!(error.contains("bad.toml") && error.contains("nodeid"), "{error}");
+        assert!(
+            error.contains("bad.toml") && error.contains("nodeid"),
+            "{error}"
+        );
         let error = Config::resolve(
             None,
             environment(&[("MIMORI_HTTP", "not-an-address")]),

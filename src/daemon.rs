@@ -168,7 +168,9 @@ pub async fn run(
     let admin_server = tokio::spawn({
         let router = router.clone();
         let stopped = stopped.clone();
-        async move { crate::admin::server::serve(admin, router, admin_options, edge_stop(stopped)).await }
+        async move {
+            crate::admin::server::serve(admin, router, admin_options, edge_stop(stopped)).await
+        }
     });
     tracing::info!(
         node_id = config.node_id,

@@ -2,4 +2,10 @@
 //! client, config, and the `mimorid` and `dbctl` binaries. The edges reach the
 //! kernel (`mimori-actors`) only through its `Router`.
 
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod daemon;
+pub mod dbctl;
 pub mod error_code;
+pub mod gateway;

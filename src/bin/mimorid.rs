@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("mimorid: cannot start the async runtime: {error}");
@@ -41,7 +44,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ (DaemonError::Config(_) | DaemonError::Bind { .. } | DaemonError::Unsupported(_))) => {
+        Err(
+            error @ (DaemonError::Config(_)
+            | DaemonError::Bind { .. }
+            | DaemonError::Unsupported(_)),
+        ) => {
             eprintln!("mimorid: {error}");
             ExitCode::from(2)
         }

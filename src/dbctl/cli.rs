@@ -1,0 +1,254 @@
+//! dbctl's command line: global options, subcommands and their help text.
+//!
+//! Who talks to it: the `dbctl` binary parses with [`parse`]; [`super::run`]
+//! executes the parsed [`Cli`]. Parsing never touches the network.
+//!
+//! Invariant: a usage error exits with `exit::INVALID_INPUT` (4), never clap's
+//! default 2, because 2 means "cannot connect" to scripts ([`usage_exit_code`]).
+
+use crate::error_code::exit;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The endpoint used when neither `--endpoints` nor `MIMORI_ENDPOINTS` is given.
+pub const ENDPOINT_DEFAULT: &str = "127.0.0.1:7071";
+
+const AFTER_HELP: &str = "\
+Examples:
+  dbctl put user:1 '{\"name\": \"jerk\"}'
+  dbctl get user:1
+  dbctl put user:1 '{\"name\": \"jerk\"}' --if-revision 5
+  dbctl put lock:a held --if-absent
+  dbctl del user:1
+  dbctl scan user: --limit 50
+  dbctl -o json get user:1
+  dbctl --endpoints 10.0.0.1:7071,10.0.0.2:7071 cluster info
+  MIMORI_TOKEN=secret dbctl status
+
+Output:
+  -o table (default) prints `get` values as raw bytes followed by a newline and
+  everything else as aligned text. -o json prints one JSON object per command on
+  stdout; errors too, as {\"error\":{\"code\":..,\"message\":..}}.
+
+Exit codes:
+  0 ok                 1 error              2 cannot connect
+  3 not found          4 invalid input      5 condition failed
+  6 unavailable        7 timeout            8 unauthorized
+  9 protocol mismatch";
+
+/// Command-line client for a Mimori cluster, over the admin TCP protocol.
+#[derive(Debug, Parser)]
+#[command(name = "dbctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Admin endpoints (host:port), comma separated; tried in order.
+    #[arg(
+        long,
+        global = true,
+        env = "MIMORI_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = ENDPOINT_DEFAULT,
+        value_name = "HOST:PORT,..."
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Admin token, when the cluster requires one.
+    #[arg(long, global = true, env = "MIMORI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Bound on connecting and on each request, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000),
+        value_name = "MS"
+    )]
+    pub timeout_ms: u64,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Raw values for `get`, aligned text otherwise.
+    Table,
+    /// One JSON object on stdout.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a value.
+    #[command(after_help = "Example:\n  dbctl put user:1 '{\"name\": \"jerk\"}'")]
+    Put(PutArgs),
+    /// Read a value; prints exactly the stored bytes and a newline.
+    #[command(after_help = "Example:\n  dbctl get user:1\n  dbctl -o json get user:1")]
+    Get(GetArgs),
+    /// Delete a key.
+    #[command(visible_alias = "delete")]
+    Del(DeleteArgs),
+    /// List keys starting with a prefix, in key order.
+    #[command(
+        after_help = "Example:\n  dbctl scan user: --limit 10\n  dbctl scan user: --after user:10"
+    )]
+    Scan(ScanArgs),
+    /// The node's counters (WAL, shards, uptime).
+    Status,
+    /// Cluster-wide views.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Whether the node serves; exits 0 when it does and 6 when it does not.
+    Health,
+    /// Fault injection and diagnostics; not for production use.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+/// Arguments of `put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key (UTF-8).
+    pub key: String,
+    /// The value, stored as the given bytes.
+    pub value: String,
+    /// Write only if the key's current revision is exactly this.
+    #[arg(long, value_name = "N", conflicts_with = "if_absent")]
+    pub if_revision: Option<u64>,
+    /// Write only if the key does not exist.
+    #[arg(long)]
+    pub if_absent: bool,
+}
+
+/// Arguments of `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key (UTF-8).
+    pub key: String,
+    /// Serve from the local replica without confirming leadership; may be stale.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+/// Arguments of `del`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The key (UTF-8).
+    pub key: String,
+    /// Delete only if the key's current revision is exactly this.
+    #[arg(long, value_name = "N")]
+    pub if_revision: Option<u64>,
+}
+
+/// Arguments of `scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Only keys starting with this prefix; "" lists every key.
+    pub prefix: String,
+    /// Most keys to return.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    /// Start strictly after this key (the `next` of the previous page).
+    #[arg(long, value_name = "KEY", conflicts_with = "after_base64")]
+    pub after: Option<String>,
+    /// Like --after, for a key that is not UTF-8 (a `next` printed as base64).
+    #[arg(long, value_name = "BASE64")]
+    pub after_base64: Option<String>,
+    /// Serve from the local replica without confirming leadership; may be stale.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+/// `cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes, shards and their leaders as the node sees them.
+    Info,
+}
+
+/// `debug` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Kill the node's local replica actor of a shard; its supervisor restarts it.
+    KillShard {
+        /// The shard id.
+        shard: u32,
+    },
+}
+
+/// Parses the command line (first item: the program name).
+pub fn parse<I, T>(arguments: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(arguments)
+}
+
+/// The exit code for a parse outcome that is not a command: 0 for `--help` and
+/// `--version`, `exit::INVALID_INPUT` for every usage error.
+pub fn usage_exit_code(error: &clap::Error) -> u8 {
+    match error.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
+        _ => exit::INVALID_INPUT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the derive is consistent (clap's own checks) and that usage errors
+    /// map to exit 4 while `--help` maps to 0.
+    #[test]
+    fn usage_errors_exit_with_invalid_input() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let error = parse(["dbctl", "put", "only-a-key"]).unwrap_err();
+        assert_eq!(usage_exit_code(&error), exit::INVALID_INPUT);
+        let error = parse(["dbctl"]).unwrap_err();
+        assert_eq!(usage_exit_code(&error), exit::INVALID_INPUT);
+        let error = parse([
+            "dbctl",
+            "put",
+            "k",
+            "v",
+            "--if-revision",
+            "1",
+            "--if-absent",
+        ])
+        .unwrap_err();
+        assert_eq!(usage_exit_code(&error), exit::INVALID_INPUT);
+        let help = parse(["dbctl", "--help"]).unwrap_err();
+        assert_eq!(usage_exit_code(&help), exit::OK);
+    }
+
+    /// Proves global options are accepted after the subcommand and endpoints are
+    /// split on commas.
+    #[test]
+    fn global_options_anywhere() {
+        let cli = parse([
+            "dbctl",
+            "get",
+            "user:1",
+            "--endpoints",
+            "a:1,b:2",
+            "-o",
+            "json",
+            "--stale",
+        ])
+        .unwrap();
+        assert_eq!(cli.endpoints, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(cli.output, OutputFormat::Json);
+        let Command::Get(get) = cli.command else {
+            panic!("expected get");
+        };
+        assert_eq!(get.key, "user:1");
+        assert!(get.stale);
+    }
+}

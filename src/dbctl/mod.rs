@@ -1,0 +1,271 @@
+//! `dbctl`: the command-line client. Parses arguments ([`cli`]), opens one admin
+//! session with [`crate::admin::client::AdminClient`], runs one command and prints
+//! the result ([`output`]).
+//!
+//! Who talks to it: the thin `dbctl` binary, and tests that run it.
+//!
+//! Invariants: the process exit code is one of `crate::error_code::exit` and means
+//! the same for every command; in JSON mode stdout holds exactly one JSON object
+//! per run, success or error.
+
+pub mod cli;
+pub mod output;
+
+use crate::admin::client::{AdminClient, AdminClientError, AdminClientOptions};
+use crate::error_code::{exit, present_code};
+use base64::Engine;
+use cli::{Cli, ClusterCommand, Command, DebugCommand, OutputFormat};
+use mimori_actors::ids::{Revision, ShardId};
+use mimori_actors::kv::{Condition, Consistency};
+use output::{
+    cluster_table, health_table, json_line, scan_table, status_table, DeleteOutput, ErrorBody,
+    ErrorOutput, GetOutput, KillShardOutput, PutOutput, ScanOutput,
+};
+use std::io::Write;
+use std::time::Duration;
+
+/// What a command printed and the exit code it asks for (non-zero without an
+/// error, e.g. `health` of a node that does not serve).
+struct Printed {
+    stdout: Vec<u8>,
+    exit_code: u8,
+}
+
+impl Printed {
+    fn ok(stdout: impl Into<Vec<u8>>) -> Printed {
+        Printed {
+            stdout: stdout.into(),
+            exit_code: exit::OK,
+        }
+    }
+}
+
+/// Runs a parsed command line on a fresh single-threaded runtime, printing to the
+/// process's stdout and stderr; returns the exit code.
+pub fn run_blocking(cli: Cli) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return exit::ERROR;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    runtime.block_on(run(cli, &mut stdout, &mut stderr))
+}
+
+/// Runs a parsed command line, printing to `stdout` and `stderr`; returns the exit
+/// code.
+pub async fn run(cli: Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
+    let format = cli.output;
+    let printed = execute(cli).await;
+    let (bytes, exit_code, to_stderr) = match printed {
+        Ok(printed) => (printed.stdout, printed.exit_code, false),
+        Err(error) => {
+            let exit_code = error.exit_code();
+            match format {
+                OutputFormat::Json => {
+                    let body = ErrorOutput {
+                        error: ErrorBody {
+                            code: error.code().to_string(),
+                            message: error.to_string(),
+                        },
+                    };
+                    (json_line(&body).into_bytes(), exit_code, false)
+                }
+                OutputFormat::Table => {
+                    let title = present_code(error.code()).title;
+                    let line = format!("error: {error} ({}: {title})\n", error.code());
+                    (line.into_bytes(), exit_code, true)
+                }
+            }
+        }
+    };
+    let sink: &mut dyn Write = if to_stderr { stderr } else { stdout };
+    if sink.write_all(&bytes).and_then(|()| sink.flush()).is_err() {
+        // Nowhere left to report it (e.g. a closed pipe); the exit code says it.
+        return if exit_code == exit::OK {
+            exit::ERROR
+        } else {
+            exit_code
+        };
+    }
+    exit_code
+}
+
+/// The CLI's own invalid-input error, with the same code a server would use.
+fn invalid_input(message: impl Into<String>) -> AdminClientError {
+    AdminClientError::Server {
+        code: "invalid_input".into(),
+        message: message.into(),
+    }
+}
+
+async fn execute(cli: Cli) -> Result<Printed, AdminClientError> {
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .iter()
+        .map(|endpoint| endpoint.trim().to_string())
+        .filter(|endpoint| !endpoint.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(invalid_input(
+            "no endpoint given: pass --endpoints HOST:PORT or set MIMORI_ENDPOINTS",
+        ));
+    }
+    // Validate what can be validated before touching the network, so a typo is
+    // reported as invalid input even when the cluster is down.
+    let scan_after = match &cli.command {
+        Command::Scan(scan) => match (&scan.after, &scan.after_base64) {
+            (Some(after), _) => Some(after.clone().into_bytes()),
+            (None, Some(encoded)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|error| invalid_input(format!("--after-base64: {error}")))?,
+            ),
+            (None, None) => None,
+        },
+        _ => None,
+    };
+    let options = AdminClientOptions {
+        token: cli.token.clone().filter(|token| !token.is_empty()),
+        timeout: Duration::from_millis(cli.timeout_ms),
+        client_name: format!("dbctl/{}", env!("CARGO_PKG_VERSION")),
+        ..AdminClientOptions::default()
+    };
+    let mut client = AdminClient::connect_with(&endpoints, &options).await?;
+    let json = cli.output == OutputFormat::Json;
+    match cli.command {
+        Command::Put(put) => {
+            let condition = match (put.if_revision, put.if_absent) {
+                (Some(revision), _) => Condition::RevisionIs(Revision(revision)),
+                (None, true) => Condition::Absent,
+                (None, false) => Condition::Always,
+            };
+            let revision = client
+                .put(put.key.as_bytes(), put.value.as_bytes(), condition)
+                .await?;
+            Ok(Printed::ok(if json {
+                json_line(&PutOutput {
+                    key: put.key,
+                    revision: revision.0,
+                })
+            } else {
+                format!("OK (revision {revision})\n")
+            }))
+        }
+        Command::Get(get) => {
+            let consistency = if get.stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            let Some(found) = client.get(get.key.as_bytes(), consistency).await? else {
+                return Err(AdminClientError::Server {
+                    code: "not_found".into(),
+                    message: format!("key {:?} not found", get.key),
+                });
+            };
+            if json {
+                let value = output::encode_bytes(&found.value);
+                Ok(Printed::ok(json_line(&GetOutput {
+                    key: get.key,
+                    value: value.text,
+                    value_encoding: value.encoding,
+                    revision: found.revision.0,
+                })))
+            } else {
+                // Exactly the stored bytes, then a newline.
+                let mut raw = found.value.to_vec();
+                raw.push(b'\n');
+                Ok(Printed::ok(raw))
+            }
+        }
+        Command::Del(delete) => {
+            let condition = match delete.if_revision {
+                Some(revision) => Condition::RevisionIs(Revision(revision)),
+                None => Condition::Always,
+            };
+            let revision = client.delete(delete.key.as_bytes(), condition).await?;
+            Ok(Printed::ok(if json {
+                json_line(&DeleteOutput {
+                    key: delete.key,
+                    revision: revision.0,
+                })
+            } else {
+                format!("deleted (revision {revision})\n")
+            }))
+        }
+        Command::Scan(scan) => {
+            let consistency = if scan.stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            let page = client
+                .scan(
+                    scan.prefix.as_bytes(),
+                    scan_after.as_deref(),
+                    scan.limit,
+                    consistency,
+                )
+                .await?;
+            Ok(Printed::ok(if json {
+                json_line(&ScanOutput::from_page(&page))
+            } else {
+                scan_table(&page)
+            }))
+        }
+        Command::Status => {
+            let status = client.status().await?;
+            Ok(Printed::ok(if json {
+                json_line(&status)
+            } else {
+                status_table(&status)
+            }))
+        }
+        Command::Cluster(ClusterCommand::Info) => {
+            let info = client.cluster_info().await?;
+            Ok(Printed::ok(if json {
+                json_line(&info)
+            } else {
+                cluster_table(&info)
+            }))
+        }
+        Command::Health => {
+            let health = client.health().await?;
+            Ok(Printed {
+                stdout: if json {
+                    json_line(&health)
+                } else {
+                    health_table(&health)
+                }
+                .into_bytes(),
+                exit_code: if health.serving {
+                    exit::OK
+                } else {
+                    exit::UNAVAILABLE
+                },
+            })
+        }
+        Command::Debug(DebugCommand::KillShard { shard }) => {
+            client.kill_shard_replica(ShardId(shard)).await?;
+            let node_id = client.node_id();
+            Ok(Printed::ok(if json {
+                json_line(&KillShardOutput {
+                    shard,
+                    node_id: node_id.0,
+                    killed: true,
+                })
+            } else {
+                format!(
+                    "killed the replica of shard {shard} on node {node_id}; its supervisor restarts it\n"
+                )
+            }))
+        }
+    }
+}

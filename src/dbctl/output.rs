@@ -1,0 +1,421 @@
+//! How dbctl prints results: raw values and aligned tables for people (`-o table`),
+//! one stable JSON object per command for scripts (`-o json`).
+//!
+//! Who talks to it: [`super::run`] builds these outputs from admin client results.
+//!
+//! The JSON shapes are a public contract (scripts and the chaos runner parse them);
+//! add fields, never rename or remove them:
+//! - put: `{"key":"user:1","revision":5}`
+//! - get: `{"key":"user:1","value":"…","value_encoding":"utf8","revision":5}`
+//! - del: `{"key":"user:1","revision":6}` (the revision of the delete)
+//! - scan: `{"items":[{"key":…,"key_encoding":…,"value":…,"value_encoding":…,
+//!   "revision":N}],"next":null,"next_encoding":null}`
+//! - status, health, cluster info: the kernel's `NodeStatus`, `Health` and
+//!   `ClusterInfo` with their field names
+//! - debug kill-shard: `{"shard":3,"node_id":1,"killed":true}`
+//! - any error: `{"error":{"code":"not_found","message":"…"}}`
+//!
+//! Byte strings that are valid UTF-8 are printed as they are with encoding `"utf8"`;
+//! anything else is standard base64 with encoding `"base64"`.
+
+use base64::Engine;
+use mimori_actors::kv::{ClusterInfo, Health, NodeStatus, ScanPage};
+use serde::Serialize;
+
+/// A value longer than this is cut in scan tables (JSON is never cut).
+pub const TABLE_VALUE_CHARS_MAX: usize = 60;
+
+/// A byte string made printable for JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedBytes {
+    pub text: String,
+    /// `"utf8"` or `"base64"`.
+    pub encoding: &'static str,
+}
+
+/// Encodes bytes for JSON: as they are when UTF-8, base64 otherwise.
+pub fn encode_bytes(bytes: &[u8]) -> EncodedBytes {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => EncodedBytes {
+            text: text.to_string(),
+            encoding: "utf8",
+        },
+        Err(_) => EncodedBytes {
+            text: base64::engine::general_purpose::STANDARD.encode(bytes),
+            encoding: "base64",
+        },
+    }
+}
+
+/// Makes bytes readable on one line of a table: UTF-8 with control characters
+/// escaped; other bytes as `\xNN`.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text
+            .chars()
+            .map(|character| {
+                if character.is_control() {
+                    character.escape_default().to_string()
+                } else {
+                    character.to_string()
+                }
+            })
+            .collect(),
+        Err(_) => bytes
+            .iter()
+            .map(|byte| std::ascii::escape_default(*byte).to_string())
+            .collect(),
+    }
+}
+
+/// Cuts `text` to `chars_max` characters, marking the cut.
+fn shorten(text: String, chars_max: usize) -> String {
+    if text.chars().count() <= chars_max {
+        return text;
+    }
+    let mut short: String = text.chars().take(chars_max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+/// `put` in JSON.
+#[derive(Debug, Serialize)]
+pub struct PutOutput {
+    pub key: String,
+    pub revision: u64,
+}
+
+/// `get` in JSON.
+#[derive(Debug, Serialize)]
+pub struct GetOutput {
+    pub key: String,
+    pub value: String,
+    pub value_encoding: &'static str,
+    pub revision: u64,
+}
+
+/// `del` in JSON.
+#[derive(Debug, Serialize)]
+pub struct DeleteOutput {
+    pub key: String,
+    pub revision: u64,
+}
+
+/// One key of `scan` in JSON.
+#[derive(Debug, Serialize)]
+pub struct ScanItemOutput {
+    pub key: String,
+    pub key_encoding: &'static str,
+    pub value: String,
+    pub value_encoding: &'static str,
+    pub revision: u64,
+}
+
+/// `scan` in JSON.
+#[derive(Debug, Serialize)]
+pub struct ScanOutput {
+    pub items: Vec<ScanItemOutput>,
+    /// Pass as `--after` (or `--after-base64`) to continue; null on the last page.
+    pub next: Option<String>,
+    pub next_encoding: Option<&'static str>,
+}
+
+impl ScanOutput {
+    /// Converts a scan page.
+    pub fn from_page(page: &ScanPage) -> ScanOutput {
+        let items = page
+            .items
+            .iter()
+            .map(|item| {
+                let key = encode_bytes(&item.key);
+                let value = encode_bytes(&item.value);
+                ScanItemOutput {
+                    key: key.text,
+                    key_encoding: key.encoding,
+                    value: value.text,
+                    value_encoding: value.encoding,
+                    revision: item.revision.0,
+                }
+            })
+            .collect();
+        let next = page.next.as_deref().map(encode_bytes);
+        ScanOutput {
+            items,
+            next_encoding: next.as_ref().map(|next| next.encoding),
+            next: next.map(|next| next.text),
+        }
+    }
+}
+
+/// `debug kill-shard` in JSON.
+#[derive(Debug, Serialize)]
+pub struct KillShardOutput {
+    pub shard: u32,
+    pub node_id: u64,
+    pub killed: bool,
+}
+
+/// An error in JSON: `{"error":{"code":…,"message":…}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorOutput {
+    pub error: ErrorBody,
+}
+
+/// The body of [`ErrorOutput`].
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// Serializes one JSON output line. The output types above cannot fail to
+/// serialize; should one ever, an error object is printed instead of nothing.
+pub fn json_line<T: Serialize>(value: &T) -> String {
+    match serde_json::to_string(value) {
+        Ok(mut line) => {
+            line.push('\n');
+            line
+        }
+        Err(error) => format!(
+            "{{\"error\":{{\"code\":\"internal\",\"message\":{}}}}}\n",
+            serde_json::Value::String(error.to_string())
+        ),
+    }
+}
+
+/// Renders rows under headers in left-aligned columns separated by two spaces.
+pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers
+        .iter()
+        .map(|header| header.chars().count())
+        .collect();
+    for row in rows {
+        for (column, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(column) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let mut text = String::new();
+    let header_cells: Vec<String> = headers.iter().map(|header| header.to_string()).collect();
+    for row in std::iter::once(&header_cells).chain(rows) {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            let last = column + 1 == row.len();
+            line.push_str(cell);
+            if !last {
+                let width = widths.get(column).copied().unwrap_or(0);
+                let padding = width.saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', padding));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Renders `key: value` lines with the values aligned.
+pub fn render_fields(fields: &[(&str, String)]) -> String {
+    let width = fields
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
+    fields
+        .iter()
+        .map(|(name, value)| {
+            let padding = width - name.chars().count();
+            format!("{name}:{} {value}\n", " ".repeat(padding))
+        })
+        .collect()
+}
+
+/// `scan` as a table; the continuation key, if any, on a last line.
+pub fn scan_table(page: &ScanPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
+        .map(|item| {
+            vec![
+                display_bytes(&item.key),
+                item.revision.0.to_string(),
+                shorten(display_bytes(&item.value), TABLE_VALUE_CHARS_MAX),
+            ]
+        })
+        .collect();
+    let mut text = render_table(&["KEY", "REVISION", "VALUE"], &rows);
+    if let Some(next) = &page.next {
+        text.push_str(&format!(
+            "next: {} (continue with --after)\n",
+            display_bytes(next)
+        ));
+    }
+    text
+}
+
+/// `status` as aligned fields.
+pub fn status_table(status: &NodeStatus) -> String {
+    render_fields(&[
+        ("node_id", status.node_id.to_string()),
+        ("cluster_id", status.cluster_id.clone()),
+        ("version", status.version.clone()),
+        ("uptime_seconds", status.uptime_seconds.to_string()),
+        ("shard_count", status.shard_count.to_string()),
+        ("shards_serving", status.shards_serving.to_string()),
+        ("shards_leading", status.shards_leading.to_string()),
+        (
+            "shard_restarts_total",
+            status.shard_restarts_total.to_string(),
+        ),
+        ("wal_segments", status.wal.segments.to_string()),
+        ("wal_bytes", status.wal.bytes.to_string()),
+        ("wal_fsyncs_total", status.wal.fsyncs_total.to_string()),
+        ("wal_records_total", status.wal.records_total.to_string()),
+        ("wal_entries_total", status.wal.entries_total.to_string()),
+        (
+            "wal_segments_deleted_total",
+            status.wal.segments_deleted_total.to_string(),
+        ),
+        (
+            "wal_checkpoints_total",
+            status.wal.checkpoints_total.to_string(),
+        ),
+    ])
+}
+
+/// `health` as aligned fields.
+pub fn health_table(health: &Health) -> String {
+    render_fields(&[
+        (
+            "serving",
+            if health.serving { "yes" } else { "no" }.to_string(),
+        ),
+        ("node_id", health.node_id.to_string()),
+        ("shards_total", health.shards_total.to_string()),
+        (
+            "shards_without_leader",
+            health.shards_without_leader.to_string(),
+        ),
+    ])
+}
+
+/// `cluster info` as fields, a node table and a shard table.
+pub fn cluster_table(info: &ClusterInfo) -> String {
+    let mut text = render_fields(&[
+        ("cluster_id", info.cluster_id.clone()),
+        ("shard_count", info.shard_count.to_string()),
+        ("replication_factor", info.replication_factor.to_string()),
+        ("nodes", info.nodes.len().to_string()),
+    ]);
+    text.push('\n');
+    let node_rows: Vec<Vec<String>> = info
+        .nodes
+        .iter()
+        .map(|node| {
+            vec![
+                node.id.to_string(),
+                node.state.clone(),
+                node.http.clone(),
+                node.admin.clone(),
+                node.cluster.clone(),
+                node.gossip.clone(),
+                node.replicas.to_string(),
+                node.leaders.to_string(),
+            ]
+        })
+        .collect();
+    text.push_str(&render_table(
+        &[
+            "NODE", "STATE", "HTTP", "ADMIN", "CLUSTER", "GOSSIP", "REPLICAS", "LEADERS",
+        ],
+        &node_rows,
+    ));
+    text.push('\n');
+    let shard_rows: Vec<Vec<String>> = info
+        .shards
+        .iter()
+        .map(|shard| {
+            vec![
+                shard.id.to_string(),
+                shard
+                    .leader
+                    .map(|leader| leader.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                shard
+                    .replicas
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                shard.epoch.to_string(),
+                shard.applied_index.to_string(),
+            ]
+        })
+        .collect();
+    text.push_str(&render_table(
+        &["SHARD", "LEADER", "REPLICAS", "EPOCH", "APPLIED_INDEX"],
+        &shard_rows,
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mimori_actors::ids::Revision;
+    use mimori_actors::kv::ScanItem;
+
+    /// Proves UTF-8 stays readable and anything else becomes base64, with the
+    /// encoding named.
+    #[test]
+    fn bytes_are_encoded_by_validity() {
+        assert_eq!(
+            encode_bytes("{\"name\": \"jerk\"}".as_bytes()),
+            EncodedBytes {
+                text: "{\"name\": \"jerk\"}".into(),
+                encoding: "utf8"
+            }
+        );
+        assert_eq!(
+            encode_bytes(&[0xff, 0x00]),
+            EncodedBytes {
+                text: "/wA=".into(),
+                encoding: "base64"
+            }
+        );
+        assert_eq!(display_bytes(b"a\nb"), "a\\nb");
+        assert_eq!(display_bytes(&[b'a', 0xff]), "a\\xff");
+    }
+
+    /// Proves the scan JSON has the documented field names and encodings.
+    #[test]
+    fn scan_json_shape() {
+        let page = ScanPage {
+            items: vec![ScanItem {
+                key: vec![0xfe],
+                value: bytes::Bytes::from_static(b"v"),
+                revision: Revision(3),
+            }],
+            next: Some(b"k".to_vec()),
+        };
+        let line = json_line(&ScanOutput::from_page(&page));
+        assert_eq!(
+            line,
+            "{\"items\":[{\"key\":\"/g==\",\"key_encoding\":\"base64\",\"value\":\"v\",\"value_encoding\":\"utf8\",\"revision\":3}],\"next\":\"k\",\"next_encoding\":\"utf8\"}\n"
+        );
+    }
+
+    /// Proves tables align columns and cut long values.
+    #[test]
+    fn tables_align_columns() {
+        let table = render_table(
+            &["KEY", "REVISION"],
+            &[vec!["a-long-key".into(), "1".into()]],
+        );
+        assert_eq!(table, "KEY         REVISION\na-long-key  1\n");
+        let cut = shorten("x".repeat(100), 10);
+        assert_eq!(cut.chars().count(), 10);
+        assert!(cut.ends_with('…'));
+    }
+}
