@@ -39,6 +39,13 @@ struct CommandEnvelope {
     command: Command,
 }
 
+/// The same envelope, borrowing the command so encoding copies nothing twice.
+#[derive(Serialize)]
+struct CommandEnvelopeRef<'a> {
+    version: u8,
+    command: &'a Command,
+}
+
 /// Why an entry's payload could not be decoded. The log is checksummed, so this means
 /// a bug or a format this build does not know; the replica must stop, not guess.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +68,9 @@ impl Command {
 
     /// Encodes the command for a Raft entry.
     pub fn encode(&self) -> Vec<u8> {
-        let envelope = CommandEnvelope {
+        let envelope = CommandEnvelopeRef {
             version: COMMAND_FORMAT_VERSION,
-            command: self.clone(),
+            command: self,
         };
         // Serializing an owned, well-formed struct into a Vec cannot fail.
         rmp_serde::to_vec_named(&envelope).unwrap_or_default()
