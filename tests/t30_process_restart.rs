@@ -66,9 +66,18 @@ async fn assert_all_present(base: &str, expected: &HashMap<String, (String, u64)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
         assert_eq!(etag, Some(format!("\"{revision}\"")), "revision of {key}");
-        assert_eq!(&response.text().await.expect("body"), value, "value of {key}");
+        assert_eq!(
+            &response.text().await.expect("body"),
+            value,
+            "value of {key}"
+        );
     }
-    assert!(missing.is_empty(), "{} acknowledged keys lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged keys lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 /// Proves 10,000 keys acknowledged over HTTP survive SIGKILL of the process with the
@@ -132,5 +141,8 @@ fn t32_refuses_foreign_data_directory() {
 
 fn tracing_free_log(node: &NodeProcess) {
     // The node logs no document bodies: values written above must not appear.
-    assert!(!node.log().contains("value-1-7"), "a value leaked into the log");
+    assert!(
+        !node.log().contains("value-1-7"),
+        "a value leaked into the log"
+    );
 }

@@ -210,7 +210,9 @@ impl Router {
             )));
         }
         let key_limit = u64::from(self.limits().key_bytes_max);
-        if prefix.len() as u64 > key_limit || after.is_some_and(|after| after.len() as u64 > key_limit) {
+        if prefix.len() as u64 > key_limit
+            || after.is_some_and(|after| after.len() as u64 > key_limit)
+        {
             return Err(KvError::KeyTooLarge {
                 actual: prefix.len().max(after.map_or(0, <[u8]>::len)) as u64,
                 limit: self.limits().key_bytes_max,
@@ -487,7 +489,10 @@ mod tests {
     /// Pins the key → shard function: changing it would move every stored key.
     #[test]
     fn shard_function_is_stable() {
-        assert_eq!(shard_for(Namespace::Kv, b"user:1", 64), ShardId(shard_for(Namespace::Kv, b"user:1", 64).0));
+        assert_eq!(
+            shard_for(Namespace::Kv, b"user:1", 64),
+            ShardId(shard_for(Namespace::Kv, b"user:1", 64).0)
+        );
         let spread: std::collections::HashSet<u32> = (0..1_000)
             .map(|index| shard_for(Namespace::Kv, format!("key-{index}").as_bytes(), 64).0)
             .collect();

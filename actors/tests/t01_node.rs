@@ -16,7 +16,10 @@ fn options(dir: &std::path::Path) -> NodeOptions {
 
 async fn start(dir: &std::path::Path) -> Node {
     let node = Node::start(options(dir)).await.expect("node starts");
-    assert!(node.wait_until_serving(Duration::from_secs(10)).await, "node serves");
+    assert!(
+        node.wait_until_serving(Duration::from_secs(10)).await,
+        "node serves"
+    );
     node
 }
 
@@ -28,27 +31,62 @@ async fn t01_put_get_delete_scan() {
     let node = start(dir.path()).await;
     let router = node.router();
     let first = router
-        .put(Namespace::Kv, b"a", Bytes::from_static(b"1"), Condition::Always)
+        .put(
+            Namespace::Kv,
+            b"a",
+            Bytes::from_static(b"1"),
+            Condition::Always,
+        )
         .await
         .unwrap();
     let second = router
-        .put(Namespace::Kv, b"a", Bytes::from_static(b"2"), Condition::RevisionIs(first))
+        .put(
+            Namespace::Kv,
+            b"a",
+            Bytes::from_static(b"2"),
+            Condition::RevisionIs(first),
+        )
         .await
         .unwrap();
     assert!(second > first);
     let stale = router
-        .put(Namespace::Kv, b"a", Bytes::from_static(b"3"), Condition::RevisionIs(first))
+        .put(
+            Namespace::Kv,
+            b"a",
+            Bytes::from_static(b"3"),
+            Condition::RevisionIs(first),
+        )
         .await;
-    assert_eq!(stale, Err(KvError::ConditionFailed { current: Some(second) }));
+    assert_eq!(
+        stale,
+        Err(KvError::ConditionFailed {
+            current: Some(second)
+        })
+    );
     for consistency in [Consistency::Linearizable, Consistency::Stale] {
-        let read = router.get(Namespace::Kv, b"a", consistency).await.unwrap().unwrap();
+        let read = router
+            .get(Namespace::Kv, b"a", consistency)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((read.value.as_ref(), read.revision), (&b"2"[..], second));
     }
-    assert_eq!(router.get(Namespace::Doc, b"a", Consistency::Linearizable).await.unwrap(), None);
+    assert_eq!(
+        router
+            .get(Namespace::Doc, b"a", Consistency::Linearizable)
+            .await
+            .unwrap(),
+        None
+    );
     for index in 0..50 {
         let key = format!("scan/{index:03}");
         router
-            .put(Namespace::Kv, key.as_bytes(), Bytes::from(key.clone()), Condition::Absent)
+            .put(
+                Namespace::Kv,
+                key.as_bytes(),
+                Bytes::from(key.clone()),
+                Condition::Absent,
+            )
             .await
             .unwrap();
     }
@@ -60,14 +98,26 @@ async fn t01_put_get_delete_scan() {
     assert_eq!(page.items[0].key, b"scan/000");
     assert_eq!(page.next.as_deref(), Some(&b"scan/019"[..]));
     let rest = router
-        .scan(Namespace::Kv, b"scan/", page.next.as_deref(), 100, Consistency::Linearizable)
+        .scan(
+            Namespace::Kv,
+            b"scan/",
+            page.next.as_deref(),
+            100,
+            Consistency::Linearizable,
+        )
         .await
         .unwrap();
     assert_eq!(rest.items.len(), 30);
     assert_eq!(rest.next, None);
-    let deleted = router.delete(Namespace::Kv, b"a", Condition::Always).await.unwrap();
+    let deleted = router
+        .delete(Namespace::Kv, b"a", Condition::Always)
+        .await
+        .unwrap();
     assert!(deleted > second);
-    assert_eq!(router.delete(Namespace::Kv, b"a", Condition::Always).await, Err(KvError::NotFound));
+    assert_eq!(
+        router.delete(Namespace::Kv, b"a", Condition::Always).await,
+        Err(KvError::NotFound)
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -83,7 +133,12 @@ async fn t02_restart_recovers_everything() {
         for index in 0..500u32 {
             let key = format!("k{index}");
             let revision = router
-                .put(Namespace::Kv, key.as_bytes(), Bytes::from(format!("v{index}")), Condition::Always)
+                .put(
+                    Namespace::Kv,
+                    key.as_bytes(),
+                    Bytes::from(format!("v{index}")),
+                    Condition::Always,
+                )
                 .await
                 .unwrap();
             written.push((key, revision));
@@ -103,7 +158,12 @@ async fn t02_restart_recovers_everything() {
     }
     // New writes continue above the old revisions.
     let next = router
-        .put(Namespace::Kv, b"k0", Bytes::from_static(b"new"), Condition::Always)
+        .put(
+            Namespace::Kv,
+            b"k0",
+            Bytes::from_static(b"new"),
+            Condition::Always,
+        )
         .await
         .unwrap();
     assert!(next > written[0].1);
@@ -124,7 +184,12 @@ async fn t03_killed_shard_replica_comes_back() {
             for index in 0..3_000u32 {
                 let key = format!("w{index}");
                 if let Ok(revision) = router
-                    .put(Namespace::Kv, key.as_bytes(), Bytes::from(key.clone()), Condition::Always)
+                    .put(
+                        Namespace::Kv,
+                        key.as_bytes(),
+                        Bytes::from(key.clone()),
+                        Condition::Always,
+                    )
                     .await
                 {
                     acknowledged.push((key, revision));
@@ -138,7 +203,11 @@ async fn t03_killed_shard_replica_comes_back() {
         let _ = router.kill_shard_replica(ShardId(round % 8));
     }
     let acknowledged = writer.await.unwrap();
-    assert!(acknowledged.len() > 2_000, "most writes succeed: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 2_000,
+        "most writes succeed: {}",
+        acknowledged.len()
+    );
     assert!(node.wait_until_serving(Duration::from_secs(10)).await);
     for (key, revision) in &acknowledged {
         let read = router
@@ -152,7 +221,12 @@ async fn t03_killed_shard_replica_comes_back() {
     assert!(status.shard_restarts_total >= 1, "{status:?}");
     assert_eq!(status.shards_serving, 8);
     let _: Revision = router
-        .put(Namespace::Kv, b"after", Bytes::from_static(b"x"), Condition::Always)
+        .put(
+            Namespace::Kv,
+            b"after",
+            Bytes::from_static(b"x"),
+            Condition::Always,
+        )
         .await
         .unwrap();
     node.shutdown().await.unwrap();

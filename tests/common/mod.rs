@@ -56,7 +56,11 @@ impl NodeProcess {
 
     /// Starts the process and waits until `/health` answers 200.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "node {} already running", self.node_id);
+        assert!(
+            self.child.is_none(),
+            "node {} already running",
+            self.node_id
+        );
         let log = std::fs::File::create(self.data_dir.with_extension("log"))
             .expect("create the node's log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mimorid"))
@@ -97,7 +101,11 @@ impl NodeProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("node {} not healthy within {timeout:?}:\n{}", self.node_id, self.log());
+        panic!(
+            "node {} not healthy within {timeout:?}:\n{}",
+            self.node_id,
+            self.log()
+        );
     }
 
     /// The node's stderr so far.

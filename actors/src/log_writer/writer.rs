@@ -18,8 +18,8 @@ use crate::kv::WalStats;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::wal::{SegmentId, SyncHandle, Wal, WalError, RECORD_PAYLOAD_BYTES_MAX};
 use crate::storage::wal_record::{
-    Checkpoint, CompactionRecord, GroupMetadata, GroupWrite, RecoveredLogs,
-    WalRecord, RECORD_FORMAT_VERSION,
+    Checkpoint, CompactionRecord, GroupMetadata, GroupWrite, RecoveredLogs, WalRecord,
+    RECORD_FORMAT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -84,7 +84,10 @@ impl WalWriter {
     /// whose one `fdatasync` makes the batch durable, or `None` when the batch is
     /// already durable (a batch carrying compaction points is synced here, before
     /// the segments those points release are deleted).
-    pub fn write_batch(&mut self, writes: &[GroupWrite]) -> Result<Option<SyncHandle>, WriterError> {
+    pub fn write_batch(
+        &mut self,
+        writes: &[GroupWrite],
+    ) -> Result<Option<SyncHandle>, WriterError> {
         if self.wal.active_segment_bytes() >= self.segment_bytes_max {
             self.roll_over()?;
         }

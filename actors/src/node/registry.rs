@@ -77,7 +77,10 @@ impl ShardRegistry {
     }
 
     pub fn log_writer(&self) -> Option<ActorRef<LogWriterMsg>> {
-        self.log_writer.read().ok().and_then(|writer| writer.clone())
+        self.log_writer
+            .read()
+            .ok()
+            .and_then(|writer| writer.clone())
     }
 
     pub(crate) fn set_log_writer(&self, writer: Option<ActorRef<LogWriterMsg>>) {

@@ -7,8 +7,8 @@
 
 use super::registry::ShardRegistry;
 use crate::ids::{GroupId, NodeId, ShardId};
-use crate::log_writer::{LogWriterActor, LogWriterArgs, LogWriterMsg};
 use crate::log_writer::writer::WalWriter;
+use crate::log_writer::{LogWriterActor, LogWriterArgs, LogWriterMsg};
 use crate::shard::{ReplicaOptions, ShardReplicaActor, ShardReplicaArgs};
 use crate::storage::raft_log::GroupLog;
 use crate::ticker::{TickerActor, TickerArgs, TickerMsg};
@@ -176,7 +176,11 @@ impl Actor for NodeSupervisor {
                 tracing::error!(%reason, "LogWriter died; the node stops serving writes");
                 state.registry.set_log_writer(None);
             }
-        } else if state.ticker.as_ref().is_some_and(|ticker| ticker.get_id() == id) {
+        } else if state
+            .ticker
+            .as_ref()
+            .is_some_and(|ticker| ticker.get_id() == id)
+        {
             state.ticker = None;
             if !state.stopping {
                 tracing::warn!(%reason, "ticker died; restarting it");
@@ -204,8 +208,7 @@ async fn start_shard(
         log_writer: state.log_writer.clone(),
         options: state.replica_options,
     };
-    let (actor, _) =
-        Actor::spawn_linked(None, ShardReplicaActor, args, myself.get_cell()).await?;
+    let (actor, _) = Actor::spawn_linked(None, ShardReplicaActor, args, myself.get_cell()).await?;
     state.shard_of_actor.insert(actor.get_id(), shard);
     slot.set_actor(Some(actor));
     state

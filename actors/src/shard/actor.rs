@@ -90,7 +90,11 @@ impl Actor for ShardReplicaActor {
             args.options,
             rand::random(),
         )?;
-        tracing::debug!(shard = args.shard.0, applied_index = replica.applied_index(), "shard replica started");
+        tracing::debug!(
+            shard = args.shard.0,
+            applied_index = replica.applied_index(),
+            "shard replica started"
+        );
         myself.send_message(ShardReplicaMsg::Drive)?;
         Ok(ShardReplicaState {
             replica,
@@ -165,7 +169,10 @@ fn perform(
             Effect::Send(messages) => {
                 // TODO(#3): hand messages to the Transport. A single-voter group
                 // produces none.
-                tracing::trace!(count = messages.len(), "dropping raft messages: no transport yet");
+                tracing::trace!(
+                    count = messages.len(),
+                    "dropping raft messages: no transport yet"
+                );
             }
         }
     }

@@ -16,13 +16,13 @@
 //! the read index.
 
 use crate::command::Command;
+use crate::ids::GroupId;
 use crate::ids::{NodeId, Revision, ShardId};
 use crate::kv::KvError;
 use crate::shard::gauges::ShardGauges;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::state_machine::{ShardStore, StoreError};
 use crate::storage::wal_record::{CompactionRecord, ConfStateRecord, GroupWrite, HardStateRecord};
-use crate::ids::GroupId;
 use raft::eraftpb::{ConfState, EntryType, Message};
 use raft::{RawNode, StateRole};
 use std::collections::{HashMap, VecDeque};
@@ -155,7 +155,11 @@ impl ShardReplica {
         // carrying that commit index reached the WAL (commit-only changes are not
         // written; see `drive`).
         let applied_before = store.applied_index()?.min(log.last_index());
-        let commit = log.hard_state().commit.max(applied_index).max(applied_before);
+        let commit = log
+            .hard_state()
+            .commit
+            .max(applied_index)
+            .max(applied_before);
         if log.hard_state().commit < commit {
             let mut hard_state = log.hard_state().clone();
             hard_state.commit = commit;
@@ -533,7 +537,11 @@ impl ShardReplica {
         let waiters = self
             .read_batch
             .drain(..)
-            .chain(self.reads_in_flight.drain().flat_map(|(_, (waiters, _))| waiters))
+            .chain(
+                self.reads_in_flight
+                    .drain()
+                    .flat_map(|(_, (waiters, _))| waiters),
+            )
             .chain(self.reads_ready.drain(..).flat_map(|(_, waiters)| waiters));
         for waiter in waiters {
             let _ = waiter.send(Err(not_leader.clone()));

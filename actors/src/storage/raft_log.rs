@@ -238,7 +238,8 @@ mod tests {
     #[test]
     fn append_overwrites_suffix_ignores_old_refuses_gaps() {
         let mut log = GroupLog::default();
-        log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
         log.append(&[entry(2, 2)]).unwrap();
         assert_eq!(log.last_index(), 2);
         assert_eq!(log.term(2).unwrap(), 2);
@@ -253,7 +254,8 @@ mod tests {
     #[test]
     fn compaction_keeps_boundary_term() {
         let mut log = GroupLog::default();
-        log.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]).unwrap();
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 2)])
+            .unwrap();
         log.compact(2).unwrap();
         assert_eq!(log.term(2).unwrap(), 1);
         assert_eq!(log.term(3).unwrap(), 2);

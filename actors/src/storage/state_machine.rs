@@ -376,7 +376,10 @@ mod tests {
         );
         assert_eq!(store.applied_index().unwrap(), 6);
         let value = store.get(Namespace::Kv, b"a").unwrap().unwrap();
-        assert_eq!((value.value.as_ref(), value.revision), (&b"3"[..], Revision(4)));
+        assert_eq!(
+            (value.value.as_ref(), value.revision),
+            (&b"3"[..], Revision(4))
+        );
         assert_eq!(store.get(Namespace::Doc, b"a").unwrap(), None);
         let deleted = store.apply(&[(7, delete("a", Condition::Always))]).unwrap();
         assert_eq!(deleted[0], Some(Ok(Revision(7))));
@@ -442,8 +445,14 @@ mod tests {
             keys(store.scan(Namespace::Kv, b"p/", Some(b"p/2"), 10).unwrap()),
             ["p/3"]
         );
-        assert_eq!(keys(store.scan(Namespace::Kv, b"", None, 10).unwrap()).len(), 4);
-        assert!(store.scan(Namespace::Doc, b"", None, 10).unwrap().is_empty());
+        assert_eq!(
+            keys(store.scan(Namespace::Kv, b"", None, 10).unwrap()).len(),
+            4
+        );
+        assert!(store
+            .scan(Namespace::Doc, b"", None, 10)
+            .unwrap()
+            .is_empty());
     }
 
     /// Proves a damaged stored value is reported as corruption, never returned.

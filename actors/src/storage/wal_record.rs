@@ -164,7 +164,9 @@ impl WalRecord {
     /// Decodes a WAL payload.
     pub fn decode(payload: &[u8]) -> Result<WalRecord, String> {
         let (prefix, body) = (
-            payload.get(..PREFIX_BYTES).ok_or("record shorter than its prefix")?,
+            payload
+                .get(..PREFIX_BYTES)
+                .ok_or("record shorter than its prefix")?,
             &payload[PREFIX_BYTES.min(payload.len())..],
         );
         let record = match prefix[0] {
