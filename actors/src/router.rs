@@ -182,7 +182,7 @@ impl Router {
     ) -> Result<Option<Versioned>, KvError> {
         self.check_key(key)?;
         let slot = self.slot(namespace, key)?;
-        if consistency == Consistency::Linearizable {
+        if consistency == Consistency::Linearizable && !slot.gauges.local_reads_allowed() {
             let deadline = Instant::now() + self.context().request_timeout;
             let waiter = self.request_read(slot, deadline).await?;
             self.await_read(slot, waiter, deadline).await?;
@@ -219,7 +219,8 @@ impl Router {
             });
         }
         let slots = self.context().registry.slots();
-        if consistency == Consistency::Linearizable {
+        let all_local = slots.iter().all(|slot| slot.gauges.local_reads_allowed());
+        if consistency == Consistency::Linearizable && !all_local {
             // Ask every shard at once, then wait for each: one round, not 64.
             let deadline = Instant::now() + self.context().request_timeout;
             let mut waiters = Vec::with_capacity(slots.len());

@@ -8,6 +8,11 @@ use mimori::config::Config;
 use mimori::daemon::{self, DaemonError, Flags};
 use std::process::ExitCode;
 
+/// glibc's allocator spent about a quarter of the node's CPU under write load
+/// (fragmentation from many short-lived buffers); mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let flags = Flags::parse();
     let config = match Config::resolve(flags.config.as_deref(), std::env::vars(), flags.layer()) {

@@ -1,12 +1,14 @@
 //! The LogWriter: group commit for every Raft group of the node.
 //!
-//! Shard replicas send it what each Ready must make durable; it gathers whatever
-//! arrived while the previous `fdatasync` ran into one batch, writes it and syncs once
-//! (`writer::WalWriter` on the blocking pool), then calls each write's completion. The
-//! batch size grows with load on its own: the more writes arrive during one sync, the
-//! more the next sync covers.
+//! Shard replicas send it what each Ready must make durable; its thread gathers
+//! whatever arrived while the previous `fdatasync` ran into one batch, writes it and
+//! syncs once (`writer::WalWriter`), then calls each write's completion. The batch
+//! size grows with load on its own: the more writes arrive during one sync, the more
+//! the next sync covers.
 
 pub mod actor;
+pub mod thread;
 pub mod writer;
 
-pub use actor::{DurableCallback, LogWriterActor, LogWriterArgs, LogWriterMsg};
+pub use actor::{LogWriterActor, LogWriterArgs, LogWriterMsg};
+pub use thread::DurableCallback;

@@ -2,8 +2,7 @@
 //! turns a batch of group writes into records, one `fdatasync`, and (when segments
 //! rolled over) the deletion of segments nothing needs any more.
 //!
-//! It runs on tokio's blocking pool, one batch at a time; the LogWriter actor moves it
-//! into the blocking task and gets it back with the result.
+//! It runs on the LogWriter's own thread (see `thread.rs`), one batch at a time.
 //!
 //! Invariants:
 //! - every segment after the first starts with a `Checkpoint` record holding every
@@ -16,7 +15,7 @@
 use crate::ids::GroupId;
 use crate::kv::WalStats;
 use crate::storage::raft_log::GroupLog;
-use crate::storage::wal::{SegmentId, SyncHandle, Wal, WalError, RECORD_PAYLOAD_BYTES_MAX};
+use crate::storage::wal::{SegmentId, Wal, WalError, RECORD_PAYLOAD_BYTES_MAX};
 use crate::storage::wal_record::{
     Checkpoint, CompactionRecord, GroupMetadata, GroupWrite, RecoveredLogs, WalRecord,
     RECORD_FORMAT_VERSION,
@@ -80,14 +79,8 @@ impl WalWriter {
         self.stats.clone()
     }
 
-    /// Appends every write and writes them to the segment file. Returns the handle
-    /// whose one `fdatasync` makes the batch durable, or `None` when the batch is
-    /// already durable (a batch carrying compaction points is synced here, before
-    /// the segments those points release are deleted).
-    pub fn write_batch(
-        &mut self,
-        writes: &[GroupWrite],
-    ) -> Result<Option<SyncHandle>, WriterError> {
+    /// Appends every write and makes the batch durable with one `fdatasync`.
+    pub fn write_batch(&mut self, writes: &[GroupWrite]) -> Result<(), WriterError> {
         if self.wal.active_segment_bytes() >= self.segment_bytes_max {
             self.roll_over()?;
         }
@@ -96,16 +89,13 @@ impl WalWriter {
             compacted_any |= write.compacted.is_some();
             self.append_write(write)?;
         }
-        let handle = if compacted_any {
-            self.wal.sync()?;
-            self.stats.fsyncs_total += 1;
+        self.wal.sync()?;
+        self.stats.fsyncs_total += 1;
+        if compacted_any {
             self.remove_obsolete_segments()?;
-            None
-        } else {
-            self.wal.write_out()?
-        };
+        }
         self.refresh_file_stats();
-        Ok(handle)
+        Ok(())
     }
 
     /// Rebuilds one group's log from the files (all earlier writes are synced).

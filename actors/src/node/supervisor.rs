@@ -162,6 +162,7 @@ impl Actor for NodeSupervisor {
             if let Some(slot) = state.registry.slot(shard) {
                 if slot.actor().is_some_and(|actor| actor.get_id() == id) {
                     slot.set_actor(None);
+                    slot.gauges.set_local_reads(false);
                 }
             }
             if state.stopping {

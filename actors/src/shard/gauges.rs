@@ -1,7 +1,7 @@
 //! Live figures of one shard replica, written by its actor and read lock-free by the
 //! router, health checks and the cluster view.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Atomics the replica updates after every Ready.
 #[derive(Debug, Default)]
@@ -16,6 +16,9 @@ pub struct ShardGauges {
     commit_index: AtomicU64,
     /// Highest index compacted out of the in-memory log.
     compacted_index: AtomicU64,
+    /// Whether a linearizable read may be served from the local state machine
+    /// without a ReadIndex round: see [`ShardGauges::local_reads_allowed`].
+    local_reads: AtomicBool,
 }
 
 impl ShardGauges {
@@ -40,6 +43,21 @@ impl ShardGauges {
 
     pub fn compacted_index(&self) -> u64 {
         self.compacted_index.load(Ordering::Relaxed)
+    }
+
+    /// True when this replica is the group's only voter, leads it, and has applied
+    /// an entry of its current term. Then no other replica can commit anything, every
+    /// acknowledged write (acknowledged only after apply) is in the local state
+    /// machine, and everything from earlier terms (including writes acknowledged
+    /// before a restart) has been re-applied; a read of the local state is
+    /// linearizable. This is raft-rs's own single-voter ReadIndex answer, minus a
+    /// mailbox round trip.
+    pub fn local_reads_allowed(&self) -> bool {
+        self.local_reads.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_local_reads(&self, allowed: bool) {
+        self.local_reads.store(allowed, Ordering::Release);
     }
 
     pub(crate) fn set_leader(&self, leader: u64, term: u64) {

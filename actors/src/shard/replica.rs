@@ -122,6 +122,11 @@ pub struct ShardReplica {
     /// Configuration to include in the next durable write (set at bootstrap).
     pending_conf_state: Option<ConfStateRecord>,
     applied_index: u64,
+    /// Term of the last applied entry.
+    applied_term: u64,
+    /// Whether this replica is the group's only voter (fixed until configuration
+    /// changes arrive with replication).
+    sole_voter: bool,
     ticks: u64,
     was_leader: bool,
 }
@@ -165,7 +170,8 @@ impl ShardReplica {
             hard_state.commit = commit;
             log.set_hard_state(hard_state);
         }
-        let single_voter = log.conf_state().voters == [node_id.0];
+        let single_voter =
+            log.conf_state().voters == [node_id.0] && log.conf_state().learners.is_empty();
         let config = raft::Config {
             id: node_id.0,
             election_tick: options.election_ticks as usize,
@@ -184,6 +190,7 @@ impl ShardReplica {
             // No one else can be elected; do not wait an election timeout.
             raw.campaign()?;
         }
+        gauges.set_local_reads(false);
         gauges.set_applied_index(applied_index);
         gauges.set_compacted_index(raw.store().truncated().index);
         Ok(ShardReplica {
@@ -203,6 +210,8 @@ impl ShardReplica {
             settled_behind_write: None,
             pending_conf_state,
             applied_index,
+            applied_term: 0,
+            sole_voter: single_voter,
             ticks: 0,
             was_leader: false,
         })
@@ -343,6 +352,8 @@ impl ShardReplica {
         }
         self.raw.mut_store().compact(index)?;
         let truncated = self.raw.store().truncated();
+        // Replay will never start at or below the compaction point again.
+        self.store.purge_tombstones(truncated.index)?;
         self.gauges.set_compacted_index(truncated.index);
         let mut write = GroupWrite::new(GroupId::shard(self.shard));
         write.compacted = Some(CompactionRecord {
@@ -381,6 +392,9 @@ impl ShardReplica {
                 self.fail_waiters_on_leadership_loss();
             }
             self.was_leader = is_leader;
+            if !is_leader {
+                self.gauges.set_local_reads(false);
+            }
         }
         if !ready.snapshot().is_empty() {
             // TODO(#3): install a snapshot streamed from the leader.
@@ -491,7 +505,13 @@ impl ShardReplica {
             }
         }
         self.applied_index = last_index;
+        self.applied_term = entries.last().map_or(self.applied_term, |entry| entry.term);
         self.gauges.set_applied_index(last_index);
+        self.gauges.set_local_reads(
+            self.sole_voter
+                && self.raw.raft.state == StateRole::Leader
+                && self.applied_term == self.raw.raft.term,
+        );
         Ok(())
     }
 

@@ -3,12 +3,18 @@
 //! Layout of a shard tree (all integers big-endian so keys sort):
 //! - `0x00 "applied_index"` → `u64`: the last Raft index applied, written right after
 //!   the data of each applied batch.
-//! - `namespace byte` + key bytes → `version u8 (1)`, `revision u64`, value bytes.
-//!   Namespace bytes: `0x01` plain KV, `0x02` documents.
+//! - `namespace byte` + key bytes → `kind u8`, `revision u64`, then for kind 1 (a
+//!   live value) the value bytes; kind 2 is a tombstone: the key was deleted at
+//!   `revision`. Namespace bytes: `0x01` plain KV, `0x02` documents.
+//!
+//! A second tree per shard indexes tombstones by revision so that they can be purged
+//! once the log is compacted past them (replay never reaches back that far).
 //!
 //! Applying is idempotent: an entry whose index is not above the key's current
-//! revision has already taken effect (or was overwritten by a later one) and is
-//! skipped. Recovery therefore replays from the last checkpoint, where everything was
+//! revision (a tombstone's included) has already taken effect or was overwritten by
+//! a later one, and is skipped. Tombstones are what make this hold across deletes: a
+//! conditional write that failed before a delete must fail again on replay, not
+//! recreate the key. Recovery therefore replays from the last checkpoint, where everything was
 //! made durable, without caring how much of the later work sled kept. This is also
 //! why a batch is written as plain inserts and not as a sled `Batch`: sled 0.34.7
 //! rolls its IO buffer on every batch (`PageCache::pin_log`), which turns each applied
@@ -26,7 +32,8 @@ use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
 const APPLIED_INDEX_KEY: &[u8] = b"\x00applied_index";
-const VALUE_FORMAT_VERSION: u8 = 1;
+const VALUE_KIND_LIVE: u8 = 1;
+const VALUE_KIND_TOMBSTONE: u8 = 2;
 const VALUE_HEADER_BYTES: usize = 9;
 
 /// Storage failures of the state machine. They are fatal for the replica.
@@ -78,7 +85,10 @@ impl StateMachineDb {
     /// The tree of one shard replica.
     pub fn shard(&self, shard: crate::ids::ShardId) -> Result<ShardStore, StoreError> {
         let tree = self.db.open_tree(format!("shard-{:010}", shard.0))?;
-        Ok(ShardStore { tree })
+        let tombstones = self
+            .db
+            .open_tree(format!("shard-{:010}-tombstones", shard.0))?;
+        Ok(ShardStore { tree, tombstones })
     }
 
     /// Makes everything applied so far durable: sled flush, then `sync_all` on every
@@ -118,6 +128,8 @@ pub type ApplyOutcome = Result<Revision, KvError>;
 #[derive(Clone)]
 pub struct ShardStore {
     tree: sled::Tree,
+    /// `revision ++ stored key` of every tombstone, for purging in revision order.
+    tombstones: sled::Tree,
 }
 
 fn namespace_byte(namespace: Namespace) -> u8 {
@@ -136,13 +148,21 @@ fn stored_key(namespace: Namespace, key: &[u8]) -> Vec<u8> {
 
 fn encode_value(revision: Revision, value: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(VALUE_HEADER_BYTES + value.len());
-    stored.push(VALUE_FORMAT_VERSION);
+    stored.push(VALUE_KIND_LIVE);
     stored.extend_from_slice(&revision.0.to_be_bytes());
     stored.extend_from_slice(value);
     stored
 }
 
-fn decode_value(key: &[u8], stored: &sled::IVec) -> Result<(Revision, Bytes), StoreError> {
+fn encode_tombstone(revision: Revision) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(VALUE_HEADER_BYTES);
+    stored.push(VALUE_KIND_TOMBSTONE);
+    stored.extend_from_slice(&revision.0.to_be_bytes());
+    stored
+}
+
+/// Decodes a stored entry: its revision, and its value unless it is a tombstone.
+fn decode_value(key: &[u8], stored: &sled::IVec) -> Result<(Revision, Option<Bytes>), StoreError> {
     let corrupted = |reason: &str| StoreError::Corrupted {
         key: key.to_vec(),
         reason: reason.to_string(),
@@ -150,19 +170,17 @@ fn decode_value(key: &[u8], stored: &sled::IVec) -> Result<(Revision, Bytes), St
     let header = stored
         .get(..VALUE_HEADER_BYTES)
         .ok_or_else(|| corrupted("value shorter than its header"))?;
-    if header[0] != VALUE_FORMAT_VERSION {
-        return Err(corrupted("unknown value format version"));
-    }
     let mut revision = [0u8; 8];
     revision.copy_from_slice(&header[1..]);
-    Ok((
-        Revision(u64::from_be_bytes(revision)),
-        Bytes::copy_from_slice(&stored[VALUE_HEADER_BYTES..]),
-    ))
-}
-
-fn decode_revision(key: &[u8], stored: &sled::IVec) -> Result<Revision, StoreError> {
-    decode_value(key, stored).map(|(revision, _)| revision)
+    let revision = Revision(u64::from_be_bytes(revision));
+    match header[0] {
+        VALUE_KIND_LIVE => Ok((
+            revision,
+            Some(Bytes::copy_from_slice(&stored[VALUE_HEADER_BYTES..])),
+        )),
+        VALUE_KIND_TOMBSTONE if stored.len() == VALUE_HEADER_BYTES => Ok((revision, None)),
+        _ => Err(corrupted("unknown value kind")),
+    }
 }
 
 impl ShardStore {
@@ -206,11 +224,14 @@ impl ShardStore {
             let revision = Revision(*index);
             let (namespace, key) = command.key();
             let key = stored_key(namespace, key);
-            let current = match self.tree.get(&key)? {
-                Some(stored) => Some(decode_revision(&key, &stored)?),
-                None => None,
+            let (last_write, current) = match self.tree.get(&key)? {
+                Some(stored) => {
+                    let (last_write, value) = decode_value(&key, &stored)?;
+                    (Some(last_write), value.map(|_| last_write))
+                }
+                None => (None, None),
             };
-            if current.is_some_and(|current| current >= revision) {
+            if last_write.is_some_and(|last_write| last_write >= revision) {
                 outcomes.push(Some(Ok(revision)));
                 continue;
             }
@@ -236,7 +257,10 @@ impl ShardStore {
                         outcomes.push(Some(Err(KvError::NotFound)));
                         continue;
                     }
-                    self.tree.remove(key)?;
+                    let mut index_key = revision.0.to_be_bytes().to_vec();
+                    index_key.extend_from_slice(&key);
+                    self.tombstones.insert(index_key, &[])?;
+                    self.tree.insert(key, encode_tombstone(revision))?;
                     outcomes.push(Some(Ok(revision)));
                 }
             }
@@ -253,7 +277,7 @@ impl ShardStore {
             None => Ok(None),
             Some(stored) => {
                 let (revision, value) = decode_value(&key, &stored)?;
-                Ok(Some(Versioned { value, revision }))
+                Ok(value.map(|value| Versioned { value, revision }))
             }
         }
     }
@@ -287,6 +311,7 @@ impl ShardStore {
                 break;
             }
             let (revision, value) = decode_value(&key, &stored)?;
+            let Some(value) = value else { continue };
             items.push(ScanItem {
                 key: key[1..].to_vec(),
                 value,
@@ -296,9 +321,27 @@ impl ShardStore {
         Ok(items)
     }
 
-    /// Number of stored keys in every namespace.
-    pub fn key_count(&self) -> usize {
-        self.tree.len().saturating_sub(1)
+    /// Removes tombstones at or below `revision`. Called once the log is compacted
+    /// there: replay never starts at or before it, so nothing needs them any more.
+    pub fn purge_tombstones(&self, revision: u64) -> Result<u64, StoreError> {
+        let end = revision.saturating_add(1).to_be_bytes();
+        let mut purged = 0;
+        for pair in self.tombstones.range(..end.as_slice()) {
+            let (index_key, _) = pair?;
+            let key = &index_key[8..];
+            if let Some(stored) = self.tree.get(key)? {
+                let (last_write, value) = decode_value(key, &stored)?;
+                if value.is_none() && last_write.0 <= revision {
+                    // Only if nothing rewrote the key meanwhile.
+                    let _ = self
+                        .tree
+                        .compare_and_swap(key, Some(stored), None as Option<&[u8]>)?;
+                }
+            }
+            self.tombstones.remove(&index_key)?;
+            purged += 1;
+        }
+        Ok(purged)
     }
 
     /// A checksum over every key, revision and value in key order, equal on replicas
@@ -308,7 +351,8 @@ impl ShardStore {
         let mut count = 0u64;
         for pair in self.tree.iter() {
             let (key, stored) = pair?;
-            if key.as_ref() == APPLIED_INDEX_KEY {
+            if key.as_ref() == APPLIED_INDEX_KEY || stored.first() == Some(&VALUE_KIND_TOMBSTONE) {
+                // Tombstones are purged at different times on different replicas.
                 continue;
             }
             checksum = crc32c::crc32c_append(checksum, &(key.len() as u64).to_be_bytes());
@@ -417,6 +461,55 @@ mod tests {
             store.apply(&log[start..]).unwrap();
             assert_eq!(snapshot(&store), before, "replay from entry {}", start + 1);
         }
+    }
+
+    /// Regression: a create-only write that failed before a delete must not recreate
+    /// the key when the log is replayed after a restart (the delete leaves a
+    /// tombstone carrying its revision), and purging tombstones below the replay
+    /// start changes nothing visible.
+    #[test]
+    fn replay_does_not_resurrect_deleted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
+        let store = db.shard(ShardId(4)).unwrap();
+        let log = vec![
+            (10, put("k", "first", Condition::Always)),
+            (11, put("k", "rejected", Condition::Absent)),
+            (12, delete("k", Condition::RevisionIs(Revision(10)))),
+        ];
+        let outcomes = store.apply(&log).unwrap();
+        assert_eq!(
+            outcomes[1],
+            Some(Err(KvError::ConditionFailed {
+                current: Some(Revision(10))
+            }))
+        );
+        assert_eq!(outcomes[2], Some(Ok(Revision(12))));
+        store.apply(&log[1..]).unwrap();
+        assert_eq!(
+            store.get(Namespace::Kv, b"k").unwrap(),
+            None,
+            "replay resurrected k"
+        );
+        assert!(store.scan(Namespace::Kv, b"", None, 10).unwrap().is_empty());
+        let checksum = store.checksum().unwrap();
+        assert_eq!(
+            store.purge_tombstones(11).unwrap(),
+            0,
+            "revision 12 is kept"
+        );
+        assert_eq!(store.purge_tombstones(12).unwrap(), 1);
+        assert_eq!(store.get(Namespace::Kv, b"k").unwrap(), None);
+        assert_eq!(
+            store.checksum().unwrap(),
+            checksum,
+            "tombstones are not content"
+        );
+        // After the purge the key can be created again.
+        let again = store
+            .apply(&[(13, put("k", "new", Condition::Absent))])
+            .unwrap();
+        assert_eq!(again[0], Some(Ok(Revision(13))));
     }
 
     /// Proves scans stay inside the prefix and namespace, resume strictly after

@@ -86,7 +86,7 @@ pub use record::{
     decode_record, encode_record, DecodeOutcome, InvalidRecord, RECORD_HEADER_BYTES, RECORD_MARKER,
 };
 pub use segment::{segment_file_name, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES};
-pub use write_ahead_log::{Recovery, SyncHandle, Wal, WalFileStats};
+pub use write_ahead_log::{Recovery, Wal, WalFileStats};
 
 /// The largest record payload, in bytes. A length field above this is invalid, so a
 /// corrupted length can never make the reader allocate or wait for gigabytes.

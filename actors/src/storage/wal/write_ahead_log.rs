@@ -74,34 +74,6 @@ struct ActiveSegment {
     unsynced: bool,
 }
 
-/// Makes the bytes handed out by [`Wal::write_out`] durable; runs on any thread.
-#[derive(Debug)]
-pub struct SyncHandle {
-    /// A clone of the active segment's descriptor: `fdatasync` acts on the file.
-    file: File,
-    path: PathBuf,
-    /// The directory, when a segment was created or removed since the last sync.
-    directory: Option<File>,
-    directory_path: PathBuf,
-}
-
-impl SyncHandle {
-    /// One `fdatasync` of the segment (and one `fsync` of the directory if needed).
-    pub fn sync(&self) -> Result<(), WalError> {
-        self.file.sync_data().map_err(|source| WalError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        if let Some(directory) = &self.directory {
-            directory.sync_all().map_err(|source| WalError::Io {
-                path: self.directory_path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-}
-
 /// The node's write-ahead log: a directory of segment files holding opaque records.
 ///
 /// Records appended are durable only after [`Wal::sync`] returns. Dropping the WAL
@@ -336,40 +308,6 @@ impl Wal {
             self.stats.fsyncs += 1;
         }
         self.sync_directory_if_needed()
-    }
-
-    /// Writes the buffered records to the file without syncing and hands back a
-    /// [`SyncHandle`] that makes them (and everything written before) durable from
-    /// another thread. This lets group commit overlap the next batch's write with the
-    /// previous batch's `fdatasync`. `None` when nothing was written since the last
-    /// sync. The caller owns the outcome: if the handle's sync fails, nothing written
-    /// since can be trusted and the WAL must not be used again.
-    pub fn write_out(&mut self) -> Result<Option<SyncHandle>, WalError> {
-        self.refuse_if_poisoned()?;
-        self.write_buffer()?;
-        if !self.active.unsynced && !self.directory_unsynced {
-            return Ok(None);
-        }
-        let clone = |file: &File, path: &Path| {
-            file.try_clone().map_err(|source| WalError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        let file = clone(&self.active.file, &self.active.path)?;
-        let directory = if self.directory_unsynced {
-            Some(clone(&self.directory_file, &self.directory)?)
-        } else {
-            None
-        };
-        self.active.unsynced = false;
-        self.directory_unsynced = false;
-        Ok(Some(SyncHandle {
-            file,
-            path: self.active.path.clone(),
-            directory,
-            directory_path: self.directory.clone(),
-        }))
     }
 
     /// Bytes in the active segment, its header and buffered records included.
