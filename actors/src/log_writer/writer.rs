@@ -8,9 +8,11 @@
 //! - every segment after the first starts with a `Checkpoint` record holding every
 //!   known group's metadata, so deleting older segments never loses metadata;
 //! - segment `k` is deleted only when it is not the active segment, every older
-//!   segment is gone, and every group's entries in it are at or below the compaction
-//!   point recorded by the checkpoint that opens segment `k + 1`. Compaction points
-//!   are only written after the state machine data they cover is durable.
+//!   segment is gone, every group's entries in it are at or below the group's
+//!   compaction point, and that point is recorded in a later segment (so replay,
+//!   which then meets a hole in the group's log, finds the point that covers it).
+//!   Compaction points are only written after the state machine data they cover is
+//!   durable.
 
 use crate::ids::GroupId;
 use crate::kv::WalStats;
@@ -45,8 +47,8 @@ pub struct WalWriter {
     groups: HashMap<GroupId, GroupMetadata>,
     /// Highest entry index of each group in each segment.
     segment_max_index: BTreeMap<SegmentId, HashMap<GroupId, u64>>,
-    /// Compaction points recorded by the checkpoint opening each segment.
-    segment_start_compaction: BTreeMap<SegmentId, HashMap<GroupId, u64>>,
+    /// The segment holding each group's latest compaction point.
+    compaction_segment: HashMap<GroupId, SegmentId>,
     /// Cumulative counters.
     stats: WalStats,
     /// Reused encoding buffer.
@@ -66,7 +68,7 @@ impl WalWriter {
             segment_bytes_max,
             groups,
             segment_max_index: recovered.segment_max_index.clone(),
-            segment_start_compaction: recovered.segment_start_compaction.clone(),
+            compaction_segment: recovered.compaction_segment.clone(),
             stats: WalStats::default(),
             scratch: Vec::with_capacity(1 << 20),
         };
@@ -111,6 +113,7 @@ impl WalWriter {
         if let Some(reason) = failure {
             return Err(WriterError::Record(reason));
         }
+        recovered.finish().map_err(WriterError::Record)?;
         Ok(recovered.logs.remove(&group).unwrap_or_default())
     }
 
@@ -175,6 +178,8 @@ impl WalWriter {
             if compacted.index > metadata.compacted.index {
                 metadata.compacted = compacted;
             }
+            self.compaction_segment
+                .insert(write.group, self.wal.active_segment());
         }
         if let Some(hard_state) = write.hard_state {
             metadata.hard_state = hard_state;
@@ -185,13 +190,9 @@ impl WalWriter {
         let segment = self.wal.rollover()?;
         let mut groups: Vec<GroupMetadata> = self.groups.values().cloned().collect();
         groups.sort_by_key(|metadata| metadata.group);
-        self.segment_start_compaction.insert(
-            segment,
-            groups
-                .iter()
-                .map(|metadata| (metadata.group, metadata.compacted.index))
-                .collect(),
-        );
+        for metadata in &groups {
+            self.compaction_segment.insert(metadata.group, segment);
+        }
         self.scratch.clear();
         WalRecord::Checkpoint(Checkpoint {
             version: RECORD_FORMAT_VERSION,
@@ -204,37 +205,43 @@ impl WalWriter {
     }
 
     fn remove_obsolete_segments(&mut self) -> Result<(), WriterError> {
-        let segments = self.wal.segments();
         let active = self.wal.active_segment();
         let mut first_kept = None;
-        for pair in segments.windows(2) {
-            let (segment, next) = (pair[0], pair[1]);
-            if segment == active || !self.segment_is_obsolete(segment, next) {
+        for segment in self.wal.segments() {
+            if segment == active || !self.segment_is_obsolete(segment) {
                 break;
             }
-            first_kept = Some(next);
+            first_kept = Some(segment.next());
         }
         if let Some(first_kept) = first_kept {
             let deleted = self.wal.remove_segments_before(first_kept)?;
             self.stats.segments_deleted_total += deleted;
             self.segment_max_index = self.segment_max_index.split_off(&first_kept);
-            self.segment_start_compaction = self.segment_start_compaction.split_off(&first_kept);
         }
         Ok(())
     }
 
-    fn segment_is_obsolete(&self, segment: SegmentId, next: SegmentId) -> bool {
-        let Some(next_start) = self.segment_start_compaction.get(&next) else {
-            return false;
-        };
+    /// A segment is obsolete when every group's entries in it are at or below the
+    /// group's compaction point and that point is recorded in a later segment.
+    fn segment_is_obsolete(&self, segment: SegmentId) -> bool {
         let Some(maxima) = self.segment_max_index.get(&segment) else {
-            // No entries at all: only metadata, superseded by the next checkpoint.
-            return true;
+            // No entries at all: only metadata, repeated by every later checkpoint
+            // and compaction record.
+            return self
+                .compaction_segment
+                .values()
+                .all(|recorded| *recorded > segment);
         };
         maxima.iter().all(|(group, max_index)| {
-            next_start
+            let compacted = self
+                .groups
                 .get(group)
-                .is_some_and(|compacted| compacted >= max_index)
+                .map_or(0, |metadata| metadata.compacted.index);
+            compacted >= *max_index
+                && self
+                    .compaction_segment
+                    .get(group)
+                    .is_some_and(|recorded| *recorded > segment)
         })
     }
 
@@ -254,5 +261,81 @@ fn metadata_of(group: GroupId, log: &GroupLog) -> GroupMetadata {
             index: log.truncated().index,
             term: log.truncated().term,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::wal::WalOptions;
+    use crate::storage::wal_record::{EntryRecord, HardStateRecord};
+    use bytes::Bytes;
+
+    fn entry_write(group: u64, index: u64) -> GroupWrite {
+        let mut write = GroupWrite::new(GroupId(group));
+        write.entries = vec![EntryRecord {
+            index,
+            term: 1,
+            entry_type: 0,
+            data: Bytes::from(vec![7u8; 40]),
+            context: Bytes::new(),
+        }];
+        write.hard_state = Some(HardStateRecord {
+            term: 1,
+            vote: 1,
+            commit: index,
+        });
+        write
+    }
+
+    fn compaction_write(group: u64, index: u64) -> GroupWrite {
+        let mut write = GroupWrite::new(GroupId(group));
+        write.compacted = Some(CompactionRecord { index, term: 1 });
+        write
+    }
+
+    /// Proves segments are reclaimed under a continuous stream of writes (each
+    /// segment's last entries are newer than anything compacted when the next one
+    /// opened), and that the WAL left behind still rebuilds both groups' logs exactly:
+    /// the hole where deleted segments were is covered by a compaction point.
+    #[test]
+    fn segments_are_reclaimed_under_continuous_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_bytes_max = 1_024;
+        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes_max }).unwrap();
+        let mut writer = WalWriter::new(wal, segment_bytes_max, &RecoveredLogs::default());
+        for index in 1..=400u64 {
+            writer
+                .write_batch(&[entry_write(1, index), entry_write(2, index)])
+                .unwrap();
+            if index % 25 == 0 {
+                // A checkpoint compacts to a little behind the newest entry.
+                writer
+                    .write_batch(&[
+                        compaction_write(1, index - 3),
+                        compaction_write(2, index - 5),
+                    ])
+                    .unwrap();
+            }
+        }
+        let stats = writer.stats();
+        assert!(stats.segments_deleted_total > 10, "{stats:?}");
+        assert!(stats.segments <= 8, "segments pile up: {stats:?}");
+        drop(writer);
+
+        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes_max }).unwrap();
+        let mut recovered = RecoveredLogs::default();
+        wal.replay(&mut |position, payload| {
+            recovered.apply(position, payload, None).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        recovered.finish().unwrap();
+        for (group, compacted) in [(1, 397), (2, 395)] {
+            let log = &recovered.logs[&GroupId(group)];
+            assert_eq!(log.truncated().index, compacted, "group {group}");
+            assert_eq!(log.truncated().term, 1, "group {group}");
+            assert_eq!(log.last_index(), 400, "group {group}");
+        }
     }
 }

@@ -135,6 +135,7 @@ impl Node {
             if let Some(failure) = failure {
                 return Err(failure);
             }
+            recovered.finish()?;
             tracing::info!(?recovery, groups = recovered.logs.len(), "WAL recovered");
             let writer = WalWriter::new(wal, segment_bytes_max, &recovered);
             Ok::<_, String>((db, writer, recovered))

@@ -147,6 +147,12 @@ impl GroupLog {
         }
     }
 
+    /// Records the term of the truncation point when it was not known (a log whose
+    /// start was rebuilt from a WAL whose older segments were deleted).
+    pub fn set_truncated_term(&mut self, term: u64) {
+        self.truncated.term = term;
+    }
+
     fn term_of(&self, index: u64) -> Result<u64, StorageError> {
         if index == self.truncated.index {
             return Ok(self.truncated.term);

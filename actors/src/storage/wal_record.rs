@@ -275,10 +275,12 @@ impl ConfStateRecord {
 pub struct RecoveredLogs {
     pub logs: HashMap<GroupId, GroupLog>,
     pub segment_max_index: BTreeMap<SegmentId, HashMap<GroupId, u64>>,
-    /// The compaction point of every group as recorded by the checkpoint that opens
-    /// a segment. Segment `k` may be deleted once every group's entries in it are at
-    /// or below the compaction recorded at the start of segment `k + 1`.
-    pub segment_start_compaction: BTreeMap<SegmentId, HashMap<GroupId, u64>>,
+    /// The segment holding each group's latest compaction point.
+    pub compaction_segment: HashMap<GroupId, SegmentId>,
+    /// Groups whose log had a hole (older segments deleted), with the index the hole
+    /// ends at. A later compaction point at or past it must cover it; `finish` fails
+    /// otherwise.
+    gaps: HashMap<GroupId, u64>,
 }
 
 impl RecoveredLogs {
@@ -316,21 +318,24 @@ impl RecoveredLogs {
                         .or_default();
                     *max = (*max).max(last.index);
                 }
+                if let Some(compacted) = write.compacted {
+                    self.compaction_segment
+                        .insert(write.group, position.segment);
+                    self.cover_gap(write.group, compacted.index);
+                }
                 let log = self.logs.entry(write.group).or_default();
-                apply_group_write(log, &write).map_err(bad)?;
+                if let Some(gap) = apply_group_write(log, &write).map_err(bad)? {
+                    self.gaps.insert(write.group, gap);
+                }
             }
             WalRecord::Checkpoint(checkpoint) => {
-                let start = self
-                    .segment_start_compaction
-                    .entry(position.segment)
-                    .or_default();
-                for metadata in &checkpoint.groups {
-                    start.insert(metadata.group, metadata.compacted.index);
-                }
                 for metadata in checkpoint.groups {
                     if only.is_some_and(|only| only != metadata.group) {
                         continue;
                     }
+                    self.compaction_segment
+                        .insert(metadata.group, position.segment);
+                    self.cover_gap(metadata.group, metadata.compacted.index);
                     let log = self.logs.entry(metadata.group).or_default();
                     let write = GroupWrite {
                         version: RECORD_FORMAT_VERSION,
@@ -346,11 +351,32 @@ impl RecoveredLogs {
         }
         Ok(())
     }
+
+    fn cover_gap(&mut self, group: GroupId, compacted: u64) {
+        if self.gaps.get(&group).is_some_and(|gap| *gap <= compacted) {
+            self.gaps.remove(&group);
+        }
+    }
+
+    /// Fails when some group's log has a hole no compaction point covers: entries the
+    /// WAL should still hold are missing.
+    pub fn finish(&self) -> Result<(), String> {
+        match self.gaps.iter().next() {
+            None => Ok(()),
+            Some((group, gap)) => Err(format!(
+                "the WAL lacks entries of group {group} up to index {gap}, and no compaction point covers them"
+            )),
+        }
+    }
 }
 
 /// Applies one durable write to a group's log, in the order it was made: the
 /// configuration, the compaction point, the entries, then the hard state.
-pub fn apply_group_write(log: &mut GroupLog, write: &GroupWrite) -> Result<(), String> {
+///
+/// Entries that do not follow the log (older segments were deleted, so the log's
+/// start is only known from a compaction point recorded later) restart the log just
+/// before them; the index the hole ends at is returned for the caller to check.
+pub fn apply_group_write(log: &mut GroupLog, write: &GroupWrite) -> Result<Option<u64>, String> {
     if let Some(conf_state) = &write.conf_state {
         log.set_conf_state(conf_state.to_conf_state());
     }
@@ -359,18 +385,31 @@ pub fn apply_group_write(log: &mut GroupLog, write: &GroupWrite) -> Result<(), S
             index: compacted.index,
             term: compacted.term,
         };
-        if compacted.index > log.truncated().index {
+        if compacted.index == log.truncated().index {
+            log.set_truncated_term(compacted.term);
+        } else if compacted.index > log.truncated().index {
             if compacted.index <= log.last_index() {
                 log.compact(compacted.index)
                     .map_err(|error| format!("compaction to {}: {error}", compacted.index))?;
             } else {
-                // The group jumped past its log (a snapshot was installed).
+                // The group jumped past its log (a snapshot was installed, or the
+                // entries up to here were in deleted segments).
                 let conf_state = log.conf_state().clone();
                 log.reset_to(position, conf_state);
             }
         }
     }
-    if !write.entries.is_empty() {
+    let mut gap = None;
+    if let Some(first) = write.entries.first() {
+        if first.index > log.last_index() + 1 {
+            let conf_state = log.conf_state().clone();
+            let start = LogPosition {
+                index: first.index - 1,
+                term: 0,
+            };
+            log.reset_to(start, conf_state);
+            gap = Some(first.index - 1);
+        }
         let entries: Vec<Entry> = write.entries.iter().map(EntryRecord::to_entry).collect();
         log.append(&entries).map_err(|error| {
             format!(
@@ -384,7 +423,7 @@ pub fn apply_group_write(log: &mut GroupLog, write: &GroupWrite) -> Result<(), S
     if let Some(hard_state) = write.hard_state {
         log.set_hard_state(hard_state.to_hard_state());
     }
-    Ok(())
+    Ok(gap)
 }
 
 #[cfg(test)]
