@@ -19,7 +19,7 @@
 //! why a batch is written as plain inserts and not as a sled `Batch`: sled 0.34.7
 //! rolls its IO buffer on every batch (`PageCache::pin_log`), which turns each applied
 //! Ready into its own disk write and `sync_file_range` and more than halves write
-//! throughput (docs/storage.md has the measurements).
+//! throughput (docs/pages/storage.md has the measurements).
 //!
 //! sled's `flush` does not fully fsync on Linux (sled#1452), so
 //! [`StateMachineDb::make_durable`] flushes and then `sync_all`s every file of the
