@@ -9,7 +9,7 @@ use crate::kv::WalStats;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::wal_record::GroupWrite;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 pub enum LogWriterMsg {
@@ -34,11 +34,47 @@ impl ractor::Message for LogWriterMsg {}
 
 pub struct LogWriterArgs {
     pub writer: WalWriter,
+    /// The receiving end of the job queue. Shard replicas hold senders of it
+    /// ([`LogWriterHandle`]) and queue their writes without a mailbox hop.
+    pub jobs: Receiver<WalJob>,
+    /// A sender of the same queue, for the messages this actor forwards.
+    pub sender: Sender<WalJob>,
+}
+
+/// What a shard replica holds to queue WAL jobs directly on the writer thread.
+#[derive(Clone)]
+pub struct LogWriterHandle {
+    jobs: Sender<WalJob>,
+}
+
+impl LogWriterHandle {
+    /// Queues a job; fails when the writer thread is gone.
+    pub fn send(&self, job: WalJob) -> Result<(), String> {
+        self.jobs
+            .send(job)
+            .map_err(|_| "the WAL writer thread is gone".to_string())
+    }
+}
+
+/// A new job queue: the handle for the replicas, and the arguments of the actor
+/// that owns the thread.
+pub fn job_queue(writer: WalWriter) -> (LogWriterHandle, LogWriterArgs) {
+    let (sender, jobs) = std::sync::mpsc::channel();
+    (
+        LogWriterHandle {
+            jobs: sender.clone(),
+        },
+        LogWriterArgs {
+            writer,
+            jobs,
+            sender,
+        },
+    )
 }
 
 pub struct LogWriterState {
-    /// `None` once stopped: dropping the sender lets the thread finish its last
-    /// batch and exit.
+    /// `None` once stopped. The thread exits once this and every replica's handle
+    /// are dropped, after finishing its last batch.
     jobs: Option<Sender<WalJob>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -55,13 +91,13 @@ impl Actor for LogWriterActor {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (jobs, receiver) = std::sync::mpsc::channel();
         let writer = args.writer;
+        let receiver = args.jobs;
         let thread = std::thread::Builder::new()
             .name("mimori-wal".into())
             .spawn(move || thread::run(writer, receiver))?;
         Ok(LogWriterState {
-            jobs: Some(jobs),
+            jobs: Some(args.sender),
             thread: Some(thread),
         })
     }

@@ -10,5 +10,6 @@ pub mod actor;
 pub mod thread;
 pub mod writer;
 
-pub use actor::{LogWriterActor, LogWriterArgs, LogWriterMsg};
+pub use actor::{job_queue, LogWriterActor, LogWriterArgs, LogWriterHandle, LogWriterMsg};
 pub use thread::DurableCallback;
+pub use thread::WalJob;

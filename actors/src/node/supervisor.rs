@@ -8,7 +8,7 @@
 use super::registry::ShardRegistry;
 use crate::ids::{GroupId, NodeId, ShardId};
 use crate::log_writer::writer::WalWriter;
-use crate::log_writer::{LogWriterActor, LogWriterArgs, LogWriterMsg};
+use crate::log_writer::{job_queue, LogWriterActor, LogWriterHandle, LogWriterMsg};
 use crate::shard::{ReplicaOptions, ShardReplicaActor, ShardReplicaArgs};
 use crate::storage::raft_log::GroupLog;
 use crate::ticker::{TickerActor, TickerArgs, TickerMsg};
@@ -50,6 +50,8 @@ pub struct NodeSupervisorState {
     node_id: NodeId,
     registry: Arc<ShardRegistry>,
     log_writer: ActorRef<LogWriterMsg>,
+    /// Queue of the writer thread, cloned into every replica; dropped at stop.
+    log_writer_handle: Option<LogWriterHandle>,
     ticker: Option<ActorRef<TickerMsg>>,
     tick_interval_ms: u64,
     replica_options: ReplicaOptions,
@@ -71,20 +73,15 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (log_writer, _) = Actor::spawn_linked(
-            None,
-            LogWriterActor,
-            LogWriterArgs {
-                writer: args.writer,
-            },
-            myself.get_cell(),
-        )
-        .await?;
+        let (handle, log_writer_args) = job_queue(args.writer);
+        let (log_writer, _) =
+            Actor::spawn_linked(None, LogWriterActor, log_writer_args, myself.get_cell()).await?;
         args.registry.set_log_writer(Some(log_writer.clone()));
         let mut state = NodeSupervisorState {
             node_id: args.node_id,
             registry: args.registry,
             log_writer,
+            log_writer_handle: Some(handle),
             ticker: None,
             tick_interval_ms: args.tick_interval_ms,
             replica_options: args.replica_options,
@@ -135,6 +132,7 @@ impl Actor for NodeSupervisor {
                 {
                     let _ = done.await;
                 }
+                state.log_writer_handle = None;
                 state.log_writer.stop(None);
                 state.registry.set_log_writer(None);
                 let _ = reply.send(());
@@ -200,13 +198,16 @@ async fn start_shard(
     let Some(slot) = state.registry.slot(shard) else {
         return Err(format!("no shard {shard} on this node").into());
     };
+    let Some(log_writer) = state.log_writer_handle.clone() else {
+        return Err("the node is stopping".into());
+    };
     let args = ShardReplicaArgs {
         shard,
         node_id: state.node_id,
         store: slot.store.clone(),
         gauges: slot.gauges.clone(),
         log: state.logs.remove(&GroupId::shard(shard)),
-        log_writer: state.log_writer.clone(),
+        log_writer,
         options: state.replica_options,
     };
     let (actor, _) = Actor::spawn_linked(None, ShardReplicaActor, args, myself.get_cell()).await?;

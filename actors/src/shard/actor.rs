@@ -10,7 +10,7 @@ use super::gauges::ShardGauges;
 use super::replica::{Effect, ProposalReply, ReadReply, ReplicaOptions, ShardReplica};
 use crate::command::Command;
 use crate::ids::{GroupId, NodeId, ShardId};
-use crate::log_writer::LogWriterMsg;
+use crate::log_writer::{LogWriterHandle, WalJob};
 use crate::storage::raft_log::GroupLog;
 use crate::storage::state_machine::ShardStore;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -47,13 +47,13 @@ pub struct ShardReplicaArgs {
     /// The recovered log at node start; `None` on a restart, when the log is
     /// replayed from the WAL.
     pub log: Option<GroupLog>,
-    pub log_writer: ActorRef<LogWriterMsg>,
+    pub log_writer: LogWriterHandle,
     pub options: ReplicaOptions,
 }
 
 pub struct ShardReplicaState {
     replica: ShardReplica,
-    log_writer: ActorRef<LogWriterMsg>,
+    log_writer: LogWriterHandle,
     /// A `Drive` is queued in the mailbox.
     drive_scheduled: bool,
 }
@@ -74,7 +74,7 @@ impl Actor for ShardReplicaActor {
             Some(log) => log,
             None => {
                 let (reply, replayed) = oneshot::channel();
-                args.log_writer.send_message(LogWriterMsg::ReplayGroup {
+                args.log_writer.send(WalJob::Replay {
                     group: GroupId::shard(args.shard),
                     reply,
                 })?;
@@ -116,7 +116,11 @@ impl Actor for ShardReplicaActor {
             ShardReplicaMsg::ReadIndex { reply } => state.replica.read(reply),
             ShardReplicaMsg::Tick => state.replica.tick(),
             ShardReplicaMsg::Persisted { ready_number } => {
+                // Whatever became committable is handled now: there is nothing to
+                // batch with, and a Drive message would cost a mailbox round.
                 effects = state.replica.on_persisted(ready_number);
+                effects.extend(state.replica.drive()?);
+                wants_drive = state.replica.has_ready();
             }
             ShardReplicaMsg::PersistFailed { reason } => {
                 return Err(format!(
@@ -162,9 +166,7 @@ fn perform(
                     // A replica that died meanwhile recovers from disk; nothing to tell.
                     let _ = replica.send_message(message);
                 });
-                state
-                    .log_writer
-                    .send_message(LogWriterMsg::Append { write, on_durable })?;
+                state.log_writer.send(WalJob::Write { write, on_durable })?;
             }
             Effect::Send(messages) => {
                 // TODO(#3): hand messages to the Transport. A single-voter group
