@@ -170,8 +170,12 @@ impl ConfigLayer {
                         .map(|part| toml::Value::String(part.to_string()))
                         .collect(),
                 )
-            } else if let Ok(number) = value.parse::<i64>() {
-                toml::Value::Integer(number)
+            } else if is_numeric_field(&field) {
+                match value.parse::<i64>() {
+                    Ok(number) => toml::Value::Integer(number),
+                    // Left as a string so the error names the setting and its type.
+                    Err(_) => toml::Value::String(value),
+                }
             } else {
                 toml::Value::String(value)
             };
@@ -188,6 +192,14 @@ impl ConfigLayer {
             ConfigError::Environment { variable, message }
         })
     }
+}
+
+/// Whether a setting holds a number (so `MIMORI_NODE_ID=3` is read as one, while
+/// `MIMORI_ADMIN_TOKEN=12345` stays a string).
+fn is_numeric_field(field: &str) -> bool {
+    ["_id", "_count", "_max", "_ms", "_bytes", "_entries"]
+        .iter()
+        .any(|suffix| field.ends_with(suffix))
 }
 
 macro_rules! merge_fields {
@@ -260,8 +272,12 @@ impl Config {
         if !(1..=64 * 1024).contains(&self.key_bytes_max) {
             return invalid("key_bytes_max must be 1..=65536".into());
         }
-        if !(1..=64 * 1024 * 1024).contains(&self.value_bytes_max) {
-            return invalid("value_bytes_max must be 1..=67108864 (64 MiB)".into());
+        // A value travels in one WAL record (at most 32 MiB) and one Raft message.
+        if !(1..=16 * 1024 * 1024).contains(&self.value_bytes_max) {
+            return invalid("value_bytes_max must be 1..=16777216 (16 MiB)".into());
+        }
+        if self.admin_connections_max == 0 {
+            return invalid("admin_connections_max must be at least 1".into());
         }
         if self.scan_limit_max == 0 {
             return invalid("scan_limit_max must be at least 1".into());
@@ -359,6 +375,17 @@ mod tests {
         assert_eq!(config.log, "debug");
         assert_eq!(config.join, ["a:1", "b:2"]);
         assert_eq!(config.admin, Config::default().admin, "default stays");
+        let token = Config::resolve(
+            None,
+            environment(&[("MIMORI_ADMIN_TOKEN", "12345")]),
+            ConfigLayer::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            token.admin_token.as_deref(),
+            Some("12345"),
+            "digits stay a string"
+        );
     }
 
     /// Proves bad input names its source: an unknown file key, a bad env value, a

@@ -160,10 +160,16 @@ pub async fn run(
         gateway_options,
         edge_stop(stopped.clone()),
     ));
+    let defaults = AdminServerOptions::default();
+    // A frame must fit the largest value plus its key and the envelope.
+    let frame_bytes_max = defaults
+        .frame_bytes_max
+        .max(config.value_bytes_max + config.key_bytes_max + 64 * 1024);
     let admin_options = AdminServerOptions {
         token: config.admin_token.clone(),
         connections_max: config.admin_connections_max,
-        ..AdminServerOptions::default()
+        frame_bytes_max,
+        ..defaults
     };
     let admin_server = tokio::spawn({
         let router = router.clone();
