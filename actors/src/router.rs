@@ -434,8 +434,8 @@ impl Router {
         }
     }
 
-    /// Whether this node serves: a LogWriter runs, and every local shard has a
-    /// running replica that knows its leader.
+    /// Whether this node serves: a LogWriter runs and its WAL has not failed, and
+    /// every local shard has a running replica that knows its leader.
     pub async fn health(&self) -> Health {
         let context = self.context();
         let registry = &context.registry;
@@ -447,6 +447,7 @@ impl Router {
         Health {
             serving: without_leader == 0
                 && registry.log_writer().is_some()
+                && !registry.wal_failed()
                 && !self.inner.closed.load(Ordering::Relaxed),
             node_id: context.node_id,
             shards_total: registry.shard_count(),

@@ -9,7 +9,9 @@ use crate::kv::WalStats;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::wal_record::GroupWrite;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 pub enum LogWriterMsg {
@@ -39,6 +41,8 @@ pub struct LogWriterArgs {
     pub jobs: Receiver<WalJob>,
     /// A sender of the same queue, for the messages this actor forwards.
     pub sender: Sender<WalJob>,
+    /// Set by the thread once a write or sync failed.
+    pub wal_failed: Arc<AtomicBool>,
 }
 
 /// What a shard replica holds to queue WAL jobs directly on the writer thread.
@@ -58,7 +62,10 @@ impl LogWriterHandle {
 
 /// A new job queue: the handle for the replicas, and the arguments of the actor
 /// that owns the thread.
-pub fn job_queue(writer: WalWriter) -> (LogWriterHandle, LogWriterArgs) {
+pub fn job_queue(
+    writer: WalWriter,
+    wal_failed: Arc<AtomicBool>,
+) -> (LogWriterHandle, LogWriterArgs) {
     let (sender, jobs) = std::sync::mpsc::channel();
     (
         LogWriterHandle {
@@ -68,6 +75,7 @@ pub fn job_queue(writer: WalWriter) -> (LogWriterHandle, LogWriterArgs) {
             writer,
             jobs,
             sender,
+            wal_failed,
         },
     )
 }
@@ -93,9 +101,10 @@ impl Actor for LogWriterActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let writer = args.writer;
         let receiver = args.jobs;
+        let wal_failed = args.wal_failed;
         let thread = std::thread::Builder::new()
             .name("mimori-wal".into())
-            .spawn(move || thread::run(writer, receiver))?;
+            .spawn(move || thread::run(writer, receiver, wal_failed))?;
         Ok(LogWriterState {
             jobs: Some(args.sender),
             thread: Some(thread),

@@ -14,7 +14,9 @@ use crate::ids::GroupId;
 use crate::kv::WalStats;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::wal_record::GroupWrite;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Called once the write is durable (`Ok`) or can never be (`Err`).
@@ -39,8 +41,9 @@ pub enum WalJob {
     Stats(oneshot::Sender<WalStats>),
 }
 
-/// Runs until every sender of `jobs` is gone.
-pub fn run(mut writer: WalWriter, jobs: Receiver<WalJob>) {
+/// Runs until every sender of `jobs` is gone. Sets `failed` when a write or sync
+/// fails, so health checks can report the node as not serving.
+pub fn run(mut writer: WalWriter, jobs: Receiver<WalJob>, wal_failed: Arc<AtomicBool>) {
     let mut failed: Option<String> = None;
     let mut writes: Vec<GroupWrite> = Vec::new();
     let mut callbacks: Vec<DurableCallback> = Vec::new();
@@ -64,6 +67,7 @@ pub fn run(mut writer: WalWriter, jobs: Receiver<WalJob>) {
                 }
                 other => {
                     commit(&mut writer, &mut writes, &mut callbacks, &mut failed);
+                    wal_failed.store(failed.is_some(), Ordering::Release);
                     bytes = 0;
                     match other {
                         WalJob::Flush(reply) => {
@@ -84,6 +88,7 @@ pub fn run(mut writer: WalWriter, jobs: Receiver<WalJob>) {
             }
         }
         commit(&mut writer, &mut writes, &mut callbacks, &mut failed);
+        wal_failed.store(failed.is_some(), Ordering::Release);
     }
 }
 

@@ -7,7 +7,7 @@ use crate::log_writer::LogWriterMsg;
 use crate::shard::{ShardGauges, ShardReplicaMsg};
 use crate::storage::state_machine::{ShardStore, StateMachineDb};
 use ractor::ActorRef;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// One local shard replica.
@@ -41,6 +41,9 @@ pub struct ShardRegistry {
     restarts_total: AtomicU64,
     /// Checkpoints completed since the node started.
     checkpoints_total: AtomicU64,
+    /// Set by the WAL writer after a failed write or sync: nothing can be made
+    /// durable any more, so the node does not serve.
+    pub wal_failed: Arc<AtomicBool>,
 }
 
 impl ShardRegistry {
@@ -61,6 +64,7 @@ impl ShardRegistry {
             log_writer: RwLock::new(None),
             restarts_total: AtomicU64::new(0),
             checkpoints_total: AtomicU64::new(0),
+            wal_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -95,6 +99,11 @@ impl ShardRegistry {
 
     pub(crate) fn count_restart(&self) {
         self.restarts_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the WAL failed (see `wal_failed`).
+    pub fn wal_failed(&self) -> bool {
+        self.wal_failed.load(Ordering::Acquire)
     }
 
     pub fn checkpoints_total(&self) -> u64 {

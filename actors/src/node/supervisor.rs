@@ -73,7 +73,7 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (handle, log_writer_args) = job_queue(args.writer);
+        let (handle, log_writer_args) = job_queue(args.writer, args.registry.wal_failed.clone());
         let (log_writer, _) =
             Actor::spawn_linked(None, LogWriterActor, log_writer_args, myself.get_cell()).await?;
         args.registry.set_log_writer(Some(log_writer.clone()));
