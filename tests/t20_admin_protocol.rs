@@ -8,77 +8,37 @@
 //! Raw-socket tests write frames by hand with `mimori::admin::protocol` so they can
 //! send what a well-behaved client never would.
 
+mod common;
+
 use anyhow::{bail, Context};
+use common::admin_node::AdminTestNode;
 use mimori::admin::client::{AdminClient, AdminClientError};
 use mimori::admin::protocol::{
     read_frame, write_frame, AdminRequest, AdminResponse, ADMIN_PROTOCOL_VERSION,
     FRAME_BYTES_MAX_DEFAULT,
 };
-use mimori::admin::server::{serve, AdminServerOptions};
+use mimori::admin::server::AdminServerOptions;
 use mimori::error_code::exit;
 use mimori_actors::ids::{NodeId, Revision, ShardId};
 use mimori_actors::kv::{Condition, Consistency};
-use mimori_actors::node::{Node, NodeOptions};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// How long any single wait in these tests may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A kernel plus an admin server on an ephemeral port.
-struct TestNode {
-    node: Node,
-    address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<std::io::Result<()>>,
-    _data_dir: tempfile::TempDir,
+/// The admin test node, with the client these tests connect through.
+type TestNode = AdminTestNode;
+
+trait Connect {
+    async fn client(&self) -> anyhow::Result<AdminClient>;
 }
 
-impl TestNode {
-    async fn start(options: AdminServerOptions) -> anyhow::Result<TestNode> {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter("info")
-            .try_init();
-        let data_dir = tempfile::tempdir()?;
-        let mut node_options = NodeOptions::new(NodeId(1), data_dir.path().to_path_buf());
-        node_options.shard_count = 8;
-        let node = Node::start(node_options)
-            .await
-            .context("starting the in-process node")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, node.router(), options, async {
-            let _ = stopped.await;
-        }));
-        Ok(TestNode {
-            node,
-            address,
-            stop,
-            server,
-            _data_dir: data_dir,
-        })
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        vec![self.address.to_string()]
-    }
-
+impl Connect for TestNode {
     async fn client(&self) -> anyhow::Result<AdminClient> {
         Ok(AdminClient::connect(&self.endpoints(), None, WAIT).await?)
-    }
-
-    /// Stops the server (which must return cleanly) and the node.
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.server).await???;
-        self.node.shutdown().await?;
-        Ok(())
     }
 }
 
@@ -180,7 +140,7 @@ async fn garbage_gets_error_frame_and_close() -> anyhow::Result<()> {
 
     tracing::info!("--- the node still answers a fresh client");
     assert_node_answers(&node).await?;
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves a truncated frame does not hold a connection forever: with a 300 ms frame
@@ -214,7 +174,7 @@ async fn truncated_frame_is_dropped() -> anyhow::Result<()> {
 
     tracing::info!("--- the node still answers");
     assert_node_answers(&node).await?;
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves an oversized length is refused from the header alone: after sending only
@@ -233,7 +193,7 @@ async fn oversized_length_is_refused() -> anyhow::Result<()> {
     expect_closed(&mut stream).await?;
 
     tracing::info!("--- a smaller configured limit applies to requests after hello");
-    node.stop().await?;
+    node.stop(WAIT).await?;
     let node = TestNode::start(AdminServerOptions {
         frame_bytes_max: 2048,
         ..AdminServerOptions::default()
@@ -245,7 +205,7 @@ async fn oversized_length_is_refused() -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(error.code(), "frame_too_large", "{error}");
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves the handshake rules: a hello with another protocol version gets
@@ -282,7 +242,7 @@ async fn handshake_rules() -> anyhow::Result<()> {
         read_response(&mut stream).await?,
         AdminResponse::Health { .. }
     ));
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves token auth: with a token configured, a wrong or missing token gets
@@ -306,7 +266,7 @@ async fn token_is_required() -> anyhow::Result<()> {
     }
     let mut client = AdminClient::connect(&node.endpoints(), Some("s3cret"), WAIT).await?;
     client.put(b"k", b"v", Condition::Always).await?;
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves the connection limit: with `connections_max = 1`, a second client is
@@ -337,7 +297,7 @@ async fn connection_limit_refuses_extra_clients() -> anyhow::Result<()> {
             Err(error) => return Err(error),
         }
     }
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves the data path end to end: put/get/delete/scan through `AdminClient` with
@@ -421,7 +381,7 @@ async fn kv_round_trip_with_revisions() -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(missing.code(), "not_found");
     assert_eq!(missing.exit_code(), exit::NOT_FOUND);
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves the operational requests answer with this node's view (node id 1, the
@@ -455,7 +415,7 @@ async fn status_health_cluster_info_and_kill_shard() -> anyhow::Result<()> {
         matches!(out_of_range, AdminClientError::Server { .. }),
         "{out_of_range:?}"
     );
-    node.stop().await
+    node.stop(WAIT).await
 }
 
 /// Proves shutdown: after the shutdown future completes, `serve` returns, open
@@ -467,7 +427,7 @@ async fn shutdown_stops_serving() -> anyhow::Result<()> {
     send_request(&mut open, &hello(ADMIN_PROTOCOL_VERSION, None)).await?;
     read_response(&mut open).await?;
     let address = node.address;
-    node.stop().await?;
+    node.stop(WAIT).await?;
     expect_closed(&mut open).await?;
     let error = AdminClient::connect(&[address.to_string()], None, WAIT)
         .await

@@ -7,64 +7,30 @@
 //! a `mimorid` process live elsewhere.) `MIMORI_ENDPOINTS` and `MIMORI_TOKEN` are
 //! removed from the child's environment unless a test sets them.
 
+mod common;
+
 use anyhow::Context;
-use mimori::admin::server::{serve, AdminServerOptions};
-use mimori_actors::ids::NodeId;
-use mimori_actors::node::{Node, NodeOptions};
+use common::admin_node::AdminTestNode;
+use mimori::admin::server::AdminServerOptions;
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Longest a single dbctl run may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A kernel plus an admin server on an ephemeral port.
-struct TestNode {
-    node: Node,
-    address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<std::io::Result<()>>,
-    _data_dir: tempfile::TempDir,
+type TestNode = AdminTestNode;
+
+trait RunDbctl {
+    async fn dbctl(&self, arguments: &[&str]) -> anyhow::Result<Run>;
 }
 
-impl TestNode {
-    async fn start(options: AdminServerOptions) -> anyhow::Result<TestNode> {
-        let data_dir = tempfile::tempdir()?;
-        let mut node_options = NodeOptions::new(NodeId(1), data_dir.path().to_path_buf());
-        node_options.shard_count = 8;
-        let node = Node::start(node_options)
-            .await
-            .context("starting the in-process node")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, node.router(), options, async {
-            let _ = stopped.await;
-        }));
-        Ok(TestNode {
-            node,
-            address,
-            stop,
-            server,
-            _data_dir: data_dir,
-        })
-    }
-
+impl RunDbctl for TestNode {
     /// Runs dbctl against this node.
     async fn dbctl(&self, arguments: &[&str]) -> anyhow::Result<Run> {
         let endpoint = self.address.to_string();
         let mut all = vec!["--endpoints", endpoint.as_str()];
         all.extend_from_slice(arguments);
         dbctl(&all, &[]).await
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(RUN_TIMEOUT, self.server).await???;
-        self.node.shutdown().await?;
-        Ok(())
     }
 }
 
@@ -197,7 +163,7 @@ async fn put_get_del_in_table_mode() -> anyhow::Result<()> {
     assert_eq!(gone.exit_code, 3, "{gone:?}");
     let delete_again = node.dbctl(&["delete", "user:1"]).await?;
     assert_eq!(delete_again.exit_code, 3, "{delete_again:?}");
-    node.stop().await
+    node.stop(RUN_TIMEOUT).await
 }
 
 /// Proves `-o json` prints one parseable object per command with the documented
@@ -257,7 +223,7 @@ async fn json_output_has_documented_fields() -> anyhow::Result<()> {
     let missing = missing.json()?;
     assert_eq!(missing["error"]["code"], "not_found");
     assert!(missing["error"]["message"].is_string());
-    node.stop().await
+    node.stop(RUN_TIMEOUT).await
 }
 
 /// Proves conditional writes exit 5 when the condition does not hold:
@@ -295,7 +261,7 @@ async fn failed_conditions_exit_5() -> anyhow::Result<()> {
     );
     let delete = node.dbctl(&["del", "k", "--if-revision", &second]).await?;
     assert_eq!(delete.exit_code, 0, "{delete:?}");
-    node.stop().await
+    node.stop(RUN_TIMEOUT).await
 }
 
 /// Proves the token and endpoint environment variables: with a token configured, a
@@ -325,7 +291,7 @@ async fn token_and_environment() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(read.stdout, b"v\n".to_vec());
-    node.stop().await
+    node.stop(RUN_TIMEOUT).await
 }
 
 /// Proves the operational commands work in both modes: status, health and cluster
@@ -367,5 +333,5 @@ async fn operational_commands() -> anyhow::Result<()> {
         let put = node.dbctl(&["put", &key, "v"]).await?;
         assert_eq!(put.exit_code, 0, "{put:?}");
     }
-    node.stop().await
+    node.stop(RUN_TIMEOUT).await
 }

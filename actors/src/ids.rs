@@ -40,11 +40,6 @@ impl GroupId {
     pub fn shard(shard: ShardId) -> GroupId {
         GroupId(u64::from(shard.0))
     }
-
-    /// The shard this group replicates, when it is a shard group.
-    pub fn as_shard(self) -> Option<ShardId> {
-        u32::try_from(self.0).ok().map(ShardId)
-    }
 }
 
 impl fmt::Display for NodeId {

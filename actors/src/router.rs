@@ -471,17 +471,6 @@ impl Router {
             None => Err(self.unavailable(slot, "the shard replica is already restarting")),
         }
     }
-
-    /// Checksum of one shard's local state machine (equal on replicas with equal
-    /// content).
-    pub fn shard_checksum(&self, shard: ShardId) -> Result<u64, KvError> {
-        let slot = self
-            .context()
-            .registry
-            .slot(shard)
-            .ok_or_else(|| KvError::InvalidInput(format!("no shard {shard} on this node")))?;
-        Ok(slot.store.checksum()?)
-    }
 }
 
 #[cfg(test)]

@@ -182,15 +182,6 @@ enum DocumentBody<'a> {
     Text(Cow<'a, str>),
 }
 
-/// A listing page.
-#[derive(Serialize)]
-struct DocumentPageBody<'a> {
-    items: Vec<DocumentItemBody<'a>>,
-    next: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_encoding: Option<&'static str>,
-}
-
 /// `GET /v1/docs/{collection}?prefix=&after=&limit=&consistency=`: documents in id
 /// order. `prefix` and `after` are ids (or their beginnings); `next` is the last id
 /// of the page when more may follow.
@@ -248,10 +239,6 @@ fn list_response(page: &ScanPage, collection_prefix_bytes: usize) -> Result<Resp
             }
         })
         .collect();
-    let (next, next_encoding) = match next_id.as_deref().map(text_or_base64) {
-        Some((next, encoding)) => (Some(next), encoding),
-        None => (None, None),
-    };
     let capacity_bytes = page
         .items
         .iter()
@@ -260,11 +247,7 @@ fn list_response(page: &ScanPage, collection_prefix_bytes: usize) -> Result<Resp
         + 64;
     reply::json(
         StatusCode::OK,
-        &DocumentPageBody {
-            items,
-            next,
-            next_encoding,
-        },
+        &reply::PageBody::new(items, next_id.as_deref()),
         capacity_bytes,
     )
 }

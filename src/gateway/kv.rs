@@ -99,15 +99,6 @@ struct ScanItemBody<'a> {
     revision: u64,
 }
 
-/// A scan page as JSON.
-#[derive(Serialize)]
-struct ScanPageBody<'a> {
-    items: Vec<ScanItemBody<'a>>,
-    next: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_encoding: Option<&'static str>,
-}
-
 /// `GET /v1/kv?prefix=P&after=K&limit=L&consistency=C`: one page of keys in order.
 pub async fn scan(
     State(state): State<GatewayState>,
@@ -145,10 +136,6 @@ fn scan_response(page: &ScanPage) -> Result<Response, Problem> {
             }
         })
         .collect();
-    let (next, next_encoding) = match page.next.as_deref().map(text_or_base64) {
-        Some((next, encoding)) => (Some(next), encoding),
-        None => (None, None),
-    };
     // Base64 grows bytes by 4/3 and each item adds about 64 bytes of JSON around them.
     let capacity_bytes = page
         .items
@@ -158,11 +145,7 @@ fn scan_response(page: &ScanPage) -> Result<Response, Problem> {
         + 64;
     reply::json(
         StatusCode::OK,
-        &ScanPageBody {
-            items,
-            next,
-            next_encoding,
-        },
+        &reply::PageBody::new(items, page.next.as_deref()),
         capacity_bytes,
     )
 }

@@ -59,3 +59,29 @@ pub fn stored(value: Bytes, revision: Revision, content_type: &'static str) -> R
     response.headers_mut().insert(ETAG, etag(revision));
     response
 }
+
+/// One page of a listing (`/v1/kv` scans, `/v1/docs/{collection}` listings): the
+/// items, and the key to continue after, base64 with `next_encoding` when it is not
+/// UTF-8.
+#[derive(Serialize)]
+pub struct PageBody<'a, Item: Serialize> {
+    items: Vec<Item>,
+    next: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_encoding: Option<&'static str>,
+}
+
+impl<'a, Item: Serialize> PageBody<'a, Item> {
+    /// A page whose continuation is `next` (raw key or id bytes).
+    pub fn new(items: Vec<Item>, next: Option<&'a [u8]>) -> PageBody<'a, Item> {
+        let (next, next_encoding) = match next.map(super::encoding::text_or_base64) {
+            Some((next, encoding)) => (Some(next), encoding),
+            None => (None, None),
+        };
+        PageBody {
+            items,
+            next,
+            next_encoding,
+        }
+    }
+}

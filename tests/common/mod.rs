@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod admin_node;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

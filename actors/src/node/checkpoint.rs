@@ -4,8 +4,9 @@
 //! Order matters and is the whole point: (1) read every replica's applied index,
 //! (2) flush sled and `sync_all` its files, (3) only then tell each replica it may
 //! compact up to the index read in (1). A compaction point therefore never runs ahead
-//! of durable state-machine data, so WAL replay can always resume after sled's
-//! applied index.
+//! of durable state-machine data, so WAL replay can always resume from the
+//! compaction point (applying is idempotent, so what sled kept beyond it is simply
+//! confirmed).
 
 use super::registry::ShardRegistry;
 use crate::shard::ShardReplicaMsg;

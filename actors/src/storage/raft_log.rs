@@ -32,21 +32,6 @@ pub struct GroupLog {
 }
 
 impl GroupLog {
-    /// A log recovered from its parts.
-    pub fn from_parts(
-        hard_state: HardState,
-        conf_state: ConfState,
-        truncated: LogPosition,
-        entries: Vec<Entry>,
-    ) -> GroupLog {
-        GroupLog {
-            hard_state,
-            conf_state,
-            truncated,
-            entries,
-        }
-    }
-
     /// Whether the group has never been initialized (no configuration, no entries).
     pub fn is_blank(&self) -> bool {
         self.conf_state.voters.is_empty()
