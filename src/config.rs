@@ -28,10 +28,18 @@ pub struct Config {
     pub cluster: SocketAddr,
     /// Gossip (SWIM) UDP address.
     pub gossip: SocketAddr,
-    /// Gossip addresses of existing nodes to join.
+    /// Gossip addresses of existing nodes to join (used only by a node that has
+    /// not joined a cluster yet).
     pub join: Vec<String>,
+    /// How long joining may take before the node gives up.
+    pub join_timeout_ms: u64,
     /// Shards of a new cluster (fixed at bootstrap).
     pub shard_count: u32,
+    /// Replicas of every shard in a new cluster (fixed at bootstrap).
+    pub replication_factor: u32,
+    /// The secret every node's cluster connections present; nodes with another
+    /// secret cannot connect. Unset: a built-in development secret.
+    pub cluster_secret: Option<String>,
     /// When set, admin clients must present this token.
     pub admin_token: Option<String>,
     pub key_bytes_max: u32,
@@ -53,6 +61,9 @@ pub struct Config {
     pub checkpoint_interval_ms: u64,
     /// Raft tick.
     pub tick_interval_ms: u64,
+    /// Ticks without hearing from a leader before a follower campaigns (randomized
+    /// up to twice as many).
+    pub election_ticks: u64,
     /// Log filter (`info`, `debug`, `mimori_actors=debug,info`, ...).
     pub log: String,
 }
@@ -69,7 +80,10 @@ impl Default for Config {
             cluster: SocketAddr::from(([127, 0, 0, 1], 7072)),
             gossip: SocketAddr::from(([127, 0, 0, 1], 7073)),
             join: Vec::new(),
+            join_timeout_ms: kernel.join_timeout_ms,
             shard_count: kernel.shard_count,
+            replication_factor: kernel.replication_factor,
+            cluster_secret: None,
             admin_token: None,
             key_bytes_max: limits.key_bytes_max,
             value_bytes_max: limits.value_bytes_max,
@@ -82,6 +96,7 @@ impl Default for Config {
             compact_after_entries: kernel.compact_after_entries,
             checkpoint_interval_ms: kernel.checkpoint_interval_ms,
             tick_interval_ms: kernel.tick_interval_ms,
+            election_ticks: kernel.election_ticks,
             log: "info".into(),
         }
     }
@@ -98,7 +113,10 @@ pub struct ConfigLayer {
     pub cluster: Option<SocketAddr>,
     pub gossip: Option<SocketAddr>,
     pub join: Option<Vec<String>>,
+    pub join_timeout_ms: Option<u64>,
     pub shard_count: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub cluster_secret: Option<String>,
     pub admin_token: Option<String>,
     pub key_bytes_max: Option<u32>,
     pub value_bytes_max: Option<u32>,
@@ -111,6 +129,7 @@ pub struct ConfigLayer {
     pub compact_after_entries: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
     pub tick_interval_ms: Option<u64>,
+    pub election_ticks: Option<u64>,
     pub log: Option<String>,
 }
 
@@ -146,8 +165,9 @@ impl ConfigLayer {
         })
     }
 
-    /// Reads `MIMORI_*` variables (except `MIMORI_CONFIG`, which names the file, and
-    /// `MIMORI_ENDPOINTS`/`MIMORI_TOKEN`, which belong to dbctl).
+    /// Reads `MIMORI_*` variables (except `MIMORI_CONFIG`, which names the file,
+    /// `MIMORI_ENDPOINTS`/`MIMORI_TOKEN`, which belong to dbctl, and the
+    /// `MIMORI_SIM_*` knobs of the deterministic tests).
     pub fn from_environment(
         variables: impl Iterator<Item = (String, String)>,
     ) -> Result<ConfigLayer, ConfigError> {
@@ -157,7 +177,7 @@ impl ConfigLayer {
             let Some(name) = variable.strip_prefix(ENVIRONMENT_PREFIX) else {
                 continue;
             };
-            if matches!(name, "CONFIG" | "ENDPOINTS" | "TOKEN") {
+            if matches!(name, "CONFIG" | "ENDPOINTS" | "TOKEN") || name.starts_with("SIM_") {
                 continue;
             }
             let field = name.to_ascii_lowercase();
@@ -197,9 +217,11 @@ impl ConfigLayer {
 /// Whether a setting holds a number (so `MIMORI_NODE_ID=3` is read as one, while
 /// `MIMORI_ADMIN_TOKEN=12345` stays a string).
 fn is_numeric_field(field: &str) -> bool {
-    ["_id", "_count", "_max", "_ms", "_bytes", "_entries"]
-        .iter()
-        .any(|suffix| field.ends_with(suffix))
+    [
+        "_id", "_count", "_max", "_ms", "_bytes", "_entries", "_factor", "_ticks",
+    ]
+    .iter()
+    .any(|suffix| field.ends_with(suffix))
 }
 
 macro_rules! merge_fields {
@@ -221,7 +243,9 @@ impl Config {
             cluster,
             gossip,
             join,
+            join_timeout_ms,
             shard_count,
+            replication_factor,
             key_bytes_max,
             value_bytes_max,
             scan_limit_max,
@@ -233,10 +257,14 @@ impl Config {
             compact_after_entries,
             checkpoint_interval_ms,
             tick_interval_ms,
+            election_ticks,
             log,
         );
         if layer.admin_token.is_some() {
             self.admin_token = layer.admin_token;
+        }
+        if layer.cluster_secret.is_some() {
+            self.cluster_secret = layer.cluster_secret;
         }
     }
 
@@ -294,6 +322,21 @@ impl Config {
         if self.compact_after_entries == 0 {
             return invalid("compact_after_entries must be at least 1".into());
         }
+        if !(1..=7).contains(&self.replication_factor) {
+            return invalid("replication_factor must be 1..=7".into());
+        }
+        if !(2..=1_000).contains(&self.election_ticks) {
+            return invalid("election_ticks must be 2..=1000".into());
+        }
+        if self.join_timeout_ms < 100 {
+            return invalid("join_timeout_ms must be at least 100".into());
+        }
+        if self.cluster_secret.as_deref() == Some("") {
+            return invalid(
+                "cluster_secret must not be empty (leave it unset for the development secret)"
+                    .into(),
+            );
+        }
         if self.admin_token.as_deref() == Some("") {
             return invalid(
                 "admin_token must not be empty (leave it unset to disable auth)".into(),
@@ -306,6 +349,13 @@ impl Config {
     pub fn node_options(&self) -> NodeOptions {
         let mut options = NodeOptions::new(NodeId(self.node_id), self.data_dir.clone());
         options.shard_count = self.shard_count;
+        options.replication_factor = self.replication_factor;
+        options.join = self.join.clone();
+        options.join_timeout_ms = self.join_timeout_ms;
+        if let Some(secret) = &self.cluster_secret {
+            options.cluster_secret = secret.clone();
+        }
+        options.election_ticks = self.election_ticks;
         options.addresses = NodeAddresses {
             http: self.http.to_string(),
             admin: self.admin.to_string(),

@@ -31,9 +31,12 @@ cluster 7072, gossip 7073) with its data in ./mimori-data.\n\n\
 Settings come from, in increasing precedence: built-in defaults, the TOML file given \
 by --config (or MIMORI_CONFIG), MIMORI_<SETTING> environment variables (for example \
 MIMORI_NODE_ID=2, MIMORI_JOIN=host:7073,host2:7073), and these flags.",
-    after_help = "Examples:\n  mimorid\n  mimorid --node-id 1 --data-dir /var/lib/mimori --http 0.0.0.0:7070\n  curl -X PUT --data-binary 'hello' http://127.0.0.1:7070/v1/kv/greeting"
+    after_help = "Examples:\n  mimorid\n  mimorid demo --nodes 3\n  mimorid --node-id 1 --data-dir /var/lib/mimori --http 0.0.0.0:7070\n  mimorid --node-id 2 --data-dir n2 --http 127.0.0.1:7080 --admin 127.0.0.1:7081 \\\n          --cluster 127.0.0.1:7082 --gossip 127.0.0.1:7083 --join 127.0.0.1:7073\n  curl -X PUT --data-binary 'hello' http://127.0.0.1:7070/v1/kv/greeting",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Flags {
+    #[command(subcommand)]
+    pub command: Option<MimoridCommand>,
     /// This node's id (non-zero; never reused in a cluster) [default: 1]
     #[arg(long)]
     pub node_id: Option<u64>,
@@ -52,9 +55,17 @@ pub struct Flags {
     /// Gossip UDP address [default: 127.0.0.1:7073]
     #[arg(long)]
     pub gossip: Option<SocketAddr>,
-    /// Gossip addresses of existing nodes to join, comma-separated
+    /// Gossip addresses of existing nodes to join, comma-separated (used only by a
+    /// node that has not joined yet; without it a new node bootstraps a cluster)
     #[arg(long, value_delimiter = ',')]
     pub join: Option<Vec<String>>,
+    /// Replicas per shard of a new cluster [default: 3]
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
+    /// Secret of the cluster connections (prefer MIMORI_CLUSTER_SECRET: flags are
+    /// visible to other users) [default: a development secret]
+    #[arg(long, hide_env_values = true)]
+    pub cluster_secret: Option<String>,
     /// TOML config file (same setting names as the flags, with underscores)
     #[arg(long, env = "MIMORI_CONFIG")]
     pub config: Option<PathBuf>,
@@ -81,11 +92,20 @@ impl Flags {
             gossip: self.gossip,
             join: self.join.clone(),
             shard_count: self.shard_count,
+            replication_factor: self.replication_factor,
+            cluster_secret: self.cluster_secret.clone(),
             admin_token: self.admin_token.clone(),
             log: self.log.clone(),
             ..Default::default()
         }
     }
+}
+
+/// Subcommands of `mimorid`; without one it runs a node.
+#[derive(Debug, clap::Subcommand)]
+pub enum MimoridCommand {
+    /// Run a local cluster of N nodes as child processes (Ctrl-C stops them all).
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Why the node could not run.
@@ -103,6 +123,14 @@ pub enum DaemonError {
     Node(#[from] NodeError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot listen on {address} ({purpose}): {reason}")]
+    Listen {
+        address: String,
+        purpose: &'static str,
+        reason: String,
+    },
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("{purpose} server failed: {source}")]
     Serve {
         purpose: &'static str,
@@ -125,25 +153,32 @@ pub async fn run(
     config: Config,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    if !config.join.is_empty() {
-        // TODO(#3): joining a cluster arrives with replication.
-        return Err(DaemonError::Unsupported(format!(
-            "--join {} was given, but this build runs single-node clusters only; start without --join",
-            config.join.join(",")
-        )));
-    }
     let http = bind(config.http, "HTTP gateway").await?;
     let admin = bind(config.admin, "admin").await?;
-    // Reserved for node-to-node traffic; held so that a second node on the same
-    // address fails now rather than when replication arrives.
-    let _cluster = bind(config.cluster, "cluster").await?;
-    let _gossip = std::net::UdpSocket::bind(config.gossip).map_err(|source| DaemonError::Bind {
-        address: config.gossip,
-        purpose: "gossip",
-        source,
-    })?;
-
-    let node = Node::start(config.node_options()).await?;
+    if config.cluster_secret.is_none() && !config.cluster.ip().is_loopback() {
+        tracing::warn!(
+            cluster = %config.cluster,
+            "the cluster port is reachable from other hosts but no cluster_secret is set; anyone who can reach it could join"
+        );
+    }
+    // The kernel binds the cluster and gossip addresses itself, before it touches
+    // any data.
+    let node = match Node::start(config.node_options()).await {
+        Ok(node) => node,
+        Err(NodeError::Bind {
+            address,
+            purpose,
+            reason,
+        }) => {
+            return Err(DaemonError::Listen {
+                address,
+                purpose,
+                reason,
+            })
+        }
+        Err(NodeError::Join(error)) => return Err(DaemonError::Join(error.to_string())),
+        Err(error) => return Err(error.into()),
+    };
     let router = node.router();
     let (stopping, stopped) = watch::channel(false);
     let edge_stop = |mut stopped: watch::Receiver<bool>| async move {

@@ -7,5 +7,6 @@ pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod dbctl;
+pub mod demo;
 pub mod error_code;
 pub mod gateway;

@@ -41,15 +41,16 @@ pub enum Consistency {
 }
 
 /// A value with the revision of its last write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned {
     pub value: Bytes,
     pub revision: Revision,
 }
 
 /// One key of a scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanItem {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub value: Bytes,
     pub revision: Revision,
@@ -85,8 +86,9 @@ impl Default for Limits {
 }
 
 /// Errors of a data-plane request. Expected outcomes (not found, condition failed,
-/// unavailable) are separate from fatal ones (corruption, storage failure).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// unavailable) are separate from fatal ones (corruption, storage failure). They
+/// travel between nodes when a request is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum KvError {
     #[error("key not found")]
     NotFound,
@@ -161,6 +163,9 @@ pub struct NodeInfo {
     pub replicas: u32,
     /// Shards whose leader is the node.
     pub leaders: u32,
+    /// Whether the node answering has a live connection to this node (always true
+    /// for itself).
+    pub reachable: bool,
 }
 
 /// One shard as the cluster view shows it.
@@ -173,6 +178,21 @@ pub struct ShardInfo {
     pub epoch: u64,
     /// Highest Raft index applied to the state machine on this node.
     pub applied_index: u64,
+    /// The group's voters as this node's replica knows them (empty when the node
+    /// hosts no replica of the shard).
+    pub voters: Vec<NodeId>,
+    /// The group's learners (replicas still catching up), likewise.
+    pub learners: Vec<NodeId>,
+}
+
+/// One local replica's content fingerprint (`dbctl shard checksums`): equal
+/// checksums at equal applied indexes mean equal content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardChecksum {
+    pub shard: ShardId,
+    pub applied_index: u64,
+    pub checksum: u64,
+    pub leader: Option<NodeId>,
 }
 
 /// The cluster as this node sees it (`GET /v1/cluster`, `dbctl cluster info`).
@@ -212,6 +232,8 @@ pub struct NodeStatus {
     pub version: String,
     pub uptime_seconds: u64,
     pub shard_count: u32,
+    /// Shards this node holds a replica of.
+    pub shards_hosted: u32,
     /// Shards with a live replica actor on this node.
     pub shards_serving: u32,
     /// Shards this node leads.
@@ -219,14 +241,35 @@ pub struct NodeStatus {
     /// Shard actors restarted by the supervisor since start.
     pub shard_restarts_total: u64,
     pub wal: WalStats,
+    pub transport: TransportStats,
+}
+
+/// Node-to-node traffic counters, cumulative since the node started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TransportStats {
+    /// Other nodes known to this one.
+    pub peers: u32,
+    /// Of those, how many have a live session and were heard from recently.
+    pub peers_reachable: u32,
+    pub frames_sent_total: u64,
+    pub frames_received_total: u64,
+    /// Frames from peers that did not decode.
+    pub frames_rejected_total: u64,
+    /// Messages dropped because a peer could not take them (Raft retransmits).
+    pub items_dropped_total: u64,
+    /// Requests forwarded to other nodes.
+    pub calls_total: u64,
 }
 
 /// Health as `GET /health` and `dbctl health` report it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// True when every local shard has a replica actor running and a leader is known.
+    /// True when every shard hosted here has a replica actor running and a leader
+    /// is known.
     pub serving: bool,
     pub node_id: NodeId,
     pub shards_total: u32,
+    /// Shards this node holds a replica of.
+    pub shards_hosted: u32,
     pub shards_without_leader: u32,
 }

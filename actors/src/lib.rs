@@ -5,15 +5,19 @@
 //! machine. There is no HTTP, CLI, config parsing or metrics exporter here; the edges
 //! in the `mimori` crate reach the kernel only through a [`router::Router`].
 //!
-//! Layering, bottom up: `ids`, `kv`, `command` → `storage` → `log_writer`, `shard`,
-//! `ticker` → `node` (supervision tree, checkpointer) → `router`.
+//! Layering, bottom up: `ids`, `kv`, `command`, `metadata` → `storage` →
+//! `log_writer`, `shard`, `ticker`, `transport`, `membership` → `node` (supervision
+//! tree, joining, checkpointer) → `router`.
 
 pub mod command;
 pub mod ids;
 pub mod kv;
 pub mod log_writer;
+pub mod membership;
+pub mod metadata;
 pub mod node;
 pub mod router;
 pub mod shard;
 pub mod storage;
 pub mod ticker;
+pub mod transport;

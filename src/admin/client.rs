@@ -21,7 +21,8 @@ use crate::error_code;
 use bytes::Bytes;
 use mimori_actors::ids::{NodeId, Revision, ShardId};
 use mimori_actors::kv::{
-    ClusterInfo, Condition, Consistency, Health, NodeStatus, ScanItem, ScanPage, Versioned,
+    ClusterInfo, Condition, Consistency, Health, NodeStatus, ScanItem, ScanPage, ShardChecksum,
+    Versioned,
 };
 use std::fmt;
 use std::time::Duration;
@@ -464,6 +465,32 @@ impl AdminClient {
             other => Err(self.unexpected("shard_replica_killed", &other)),
         }
     }
+
+    /// Moves the leadership of `shard` to node `to`.
+    pub async fn transfer_leader(
+        &mut self,
+        shard: ShardId,
+        to: NodeId,
+    ) -> Result<(), AdminClientError> {
+        match self
+            .request(AdminRequest::TransferLeader {
+                shard: shard.0,
+                to: to.0,
+            })
+            .await?
+        {
+            AdminResponse::LeaderTransferred { .. } => Ok(()),
+            other => Err(self.unexpected("leader_transferred", &other)),
+        }
+    }
+
+    /// The content checksum and applied index of every replica on the node.
+    pub async fn shard_checksums(&mut self) -> Result<Vec<ShardChecksum>, AdminClientError> {
+        match self.request(AdminRequest::ShardChecksums).await? {
+            AdminResponse::ShardChecksums { checksums } => Ok(checksums),
+            other => Err(self.unexpected("shard_checksums", &other)),
+        }
+    }
 }
 
 /// The wire name of a response variant, for error messages.
@@ -478,6 +505,8 @@ fn response_kind(response: &AdminResponse) -> &'static str {
         AdminResponse::ClusterInfo { .. } => "cluster_info",
         AdminResponse::Health { .. } => "health",
         AdminResponse::ShardReplicaKilled { .. } => "shard_replica_killed",
+        AdminResponse::LeaderTransferred { .. } => "leader_transferred",
+        AdminResponse::ShardChecksums { .. } => "shard_checksums",
         AdminResponse::Error { .. } => "error",
     }
 }

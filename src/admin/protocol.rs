@@ -23,7 +23,7 @@
 //!   file that an old peer cannot decode must bump [`ADMIN_PROTOCOL_VERSION`].
 
 use mimori_actors::ids::Revision;
-use mimori_actors::kv::{ClusterInfo, Condition, Health, NodeStatus};
+use mimori_actors::kv::{ClusterInfo, Condition, Health, NodeStatus, ShardChecksum};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -124,6 +124,10 @@ pub enum AdminRequest {
     /// Fault injection: kills the local replica actor of `shard`; its supervisor
     /// restarts it from disk. Used by tests and the chaos runner.
     KillShardReplica { shard: u32 },
+    /// Moves the leadership of `shard` to node `to`; answered once `to` leads.
+    TransferLeader { shard: u32, to: u64 },
+    /// A content checksum and the applied index of every replica on this node.
+    ShardChecksums,
 }
 
 impl AdminRequest {
@@ -139,6 +143,8 @@ impl AdminRequest {
             AdminRequest::ClusterInfo => "cluster_info",
             AdminRequest::Health => "health",
             AdminRequest::KillShardReplica { .. } => "kill_shard_replica",
+            AdminRequest::TransferLeader { .. } => "transfer_leader",
+            AdminRequest::ShardChecksums => "shard_checksums",
         }
     }
 }
@@ -193,6 +199,10 @@ pub enum AdminResponse {
     Health { health: Health },
     /// The shard's local replica actor was killed.
     ShardReplicaKilled { shard: u32 },
+    /// The shard is now led by `leader`.
+    LeaderTransferred { shard: u32, leader: u64 },
+    /// The answer to `ShardChecksums`, one entry per replica on the node.
+    ShardChecksums { checksums: Vec<ShardChecksum> },
     /// The request failed. `code` is a stable code of `crate::error_code`.
     Error { code: String, message: String },
 }

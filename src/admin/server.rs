@@ -22,7 +22,7 @@ use super::protocol::{
     FRAME_BYTES_MAX_DEFAULT,
 };
 use bytes::Bytes;
-use mimori_actors::ids::ShardId;
+use mimori_actors::ids::{NodeId, ShardId};
 use mimori_actors::kv::{Consistency, KvError, Namespace};
 use mimori_actors::router::Router;
 use std::future::Future;
@@ -510,6 +510,14 @@ async fn execute(router: &Router, request: AdminRequest) -> AdminResponse {
         AdminRequest::KillShardReplica { shard } => router
             .kill_shard_replica(ShardId(shard))
             .map(|()| AdminResponse::ShardReplicaKilled { shard }),
+        AdminRequest::TransferLeader { shard, to } => router
+            .transfer_leader(ShardId(shard), NodeId(to))
+            .await
+            .map(|()| AdminResponse::LeaderTransferred { shard, leader: to }),
+        AdminRequest::ShardChecksums => router
+            .shard_checksums()
+            .await
+            .map(|checksums| AdminResponse::ShardChecksums { checksums }),
     };
     result.unwrap_or_else(|error| AdminResponse::error(error.code(), error.to_string()))
 }

@@ -1,11 +1,12 @@
 //! `mimorid`: runs one Mimori node. See `mimorid --help` and docs/operations.md.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the node failed while running,
-//! 2 for an unusable configuration or a port that cannot be bound.
+//! 2 for an unusable configuration, a port that cannot be bound, or a cluster that
+//! cannot be joined.
 
 use clap::Parser;
 use mimori::config::Config;
-use mimori::daemon::{self, DaemonError, Flags};
+use mimori::daemon::{self, DaemonError, Flags, MimoridCommand};
 use std::process::ExitCode;
 
 /// glibc's allocator spent about a quarter of the node's CPU under write load
@@ -15,6 +16,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
+    if let Some(MimoridCommand::Demo(args)) = &flags.command {
+        return mimori::demo::run(args);
+    }
     let config = match Config::resolve(flags.config.as_deref(), std::env::vars(), flags.layer()) {
         Ok(config) => config,
         Err(error) => {
@@ -53,7 +57,9 @@ fn main() -> ExitCode {
         Err(
             error @ (DaemonError::Config(_)
             | DaemonError::Bind { .. }
-            | DaemonError::Unsupported(_)),
+            | DaemonError::Unsupported(_)
+            | DaemonError::Listen { .. }
+            | DaemonError::Join(_)),
         ) => {
             eprintln!("mimorid: {error}");
             ExitCode::from(2)

@@ -22,6 +22,8 @@ Examples:
   dbctl scan user: --limit 50
   dbctl -o json get user:1
   dbctl --endpoints 10.0.0.1:7071,10.0.0.2:7071 cluster info
+  dbctl shard transfer-leader 12 3
+  dbctl shard checksums
   MIMORI_TOKEN=secret dbctl status
 
 Output:
@@ -103,6 +105,9 @@ pub enum Command {
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Per-shard operations.
+    #[command(subcommand)]
+    Shard(ShardCommand),
     /// Whether the node serves; exits 0 when it does and 6 when it does not.
     Health,
     /// Fault injection and diagnostics; not for production use.
@@ -169,6 +174,22 @@ pub struct ScanArgs {
 pub enum ClusterCommand {
     /// Nodes, shards and their leaders as the node sees them.
     Info,
+}
+
+/// `shard` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ShardCommand {
+    /// Move a shard's leadership to another of its voters; waits until it leads.
+    #[command(after_help = "Example:\n  dbctl shard transfer-leader 12 3")]
+    TransferLeader {
+        /// The shard id.
+        shard: u32,
+        /// The node that should lead it.
+        node: u64,
+    },
+    /// Content checksum and applied index of every replica on the node; replicas
+    /// of a shard with equal applied indexes and checksums hold equal data.
+    Checksums,
 }
 
 /// `debug` subcommands.

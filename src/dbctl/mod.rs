@@ -14,12 +14,13 @@ pub mod output;
 use crate::admin::client::{AdminClient, AdminClientError, AdminClientOptions};
 use crate::error_code::{exit, present_code};
 use base64::Engine;
-use cli::{Cli, ClusterCommand, Command, DebugCommand, OutputFormat};
-use mimori_actors::ids::{Revision, ShardId};
+use cli::{Cli, ClusterCommand, Command, DebugCommand, OutputFormat, ShardCommand};
+use mimori_actors::ids::{NodeId, Revision, ShardId};
 use mimori_actors::kv::{Condition, Consistency};
 use output::{
-    cluster_table, health_table, json_line, scan_table, status_table, DeleteOutput, ErrorBody,
-    ErrorOutput, GetOutput, KillShardOutput, PutOutput, ScanOutput,
+    checksums_table, cluster_table, health_table, json_line, scan_table, status_table,
+    ChecksumsOutput, DeleteOutput, ErrorBody, ErrorOutput, GetOutput, KillShardOutput, PutOutput,
+    ScanOutput, TransferOutput,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -251,6 +252,29 @@ async fn execute(cli: Cli) -> Result<Printed, AdminClientError> {
                     exit::UNAVAILABLE
                 },
             })
+        }
+        Command::Shard(ShardCommand::TransferLeader { shard, node }) => {
+            client.transfer_leader(ShardId(shard), NodeId(node)).await?;
+            Ok(Printed::ok(if json {
+                json_line(&TransferOutput {
+                    shard,
+                    leader: node,
+                })
+            } else {
+                format!("shard {shard} is now led by node {node}\n")
+            }))
+        }
+        Command::Shard(ShardCommand::Checksums) => {
+            let checksums = client.shard_checksums().await?;
+            let node_id = client.node_id().0;
+            Ok(Printed::ok(if json {
+                json_line(&ChecksumsOutput {
+                    node_id,
+                    shards: checksums,
+                })
+            } else {
+                checksums_table(&checksums)
+            }))
         }
         Command::Debug(DebugCommand::KillShard { shard }) => {
             client.kill_shard_replica(ShardId(shard)).await?;

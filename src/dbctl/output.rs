@@ -19,7 +19,7 @@
 //! anything else is standard base64 with encoding `"base64"`.
 
 use base64::Engine;
-use mimori_actors::kv::{ClusterInfo, Health, NodeStatus, ScanPage};
+use mimori_actors::kv::{ClusterInfo, Health, NodeStatus, ScanPage, ShardChecksum};
 use serde::Serialize;
 
 /// A value longer than this is cut in scan tables (JSON is never cut).
@@ -183,6 +183,20 @@ pub fn json_line<T: Serialize>(value: &T) -> String {
     }
 }
 
+/// `shard transfer-leader` in JSON.
+#[derive(Serialize)]
+pub struct TransferOutput {
+    pub shard: u32,
+    pub leader: u64,
+}
+
+/// `shard checksums` in JSON.
+#[derive(Serialize)]
+pub struct ChecksumsOutput {
+    pub node_id: u64,
+    pub shards: Vec<ShardChecksum>,
+}
+
 /// Renders rows under headers in left-aligned columns separated by two spaces.
 pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers
@@ -262,6 +276,7 @@ pub fn status_table(status: &NodeStatus) -> String {
         ("version", status.version.clone()),
         ("uptime_seconds", status.uptime_seconds.to_string()),
         ("shard_count", status.shard_count.to_string()),
+        ("shards_hosted", status.shards_hosted.to_string()),
         ("shards_serving", status.shards_serving.to_string()),
         ("shards_leading", status.shards_leading.to_string()),
         (
@@ -281,7 +296,48 @@ pub fn status_table(status: &NodeStatus) -> String {
             "wal_checkpoints_total",
             status.wal.checkpoints_total.to_string(),
         ),
+        ("peers", status.transport.peers.to_string()),
+        (
+            "peers_reachable",
+            status.transport.peers_reachable.to_string(),
+        ),
+        (
+            "frames_sent_total",
+            status.transport.frames_sent_total.to_string(),
+        ),
+        (
+            "frames_received_total",
+            status.transport.frames_received_total.to_string(),
+        ),
+        (
+            "frames_rejected_total",
+            status.transport.frames_rejected_total.to_string(),
+        ),
+        (
+            "items_dropped_total",
+            status.transport.items_dropped_total.to_string(),
+        ),
+        ("forwarded_total", status.transport.calls_total.to_string()),
     ])
+}
+
+/// `shard checksums` as a table.
+pub fn checksums_table(checksums: &[ShardChecksum]) -> String {
+    let rows: Vec<Vec<String>> = checksums
+        .iter()
+        .map(|checksum| {
+            vec![
+                checksum.shard.to_string(),
+                checksum.applied_index.to_string(),
+                format!("{:016x}", checksum.checksum),
+                checksum
+                    .leader
+                    .map(|leader| leader.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render_table(&["SHARD", "APPLIED_INDEX", "CHECKSUM", "LEADER"], &rows)
 }
 
 /// `health` as aligned fields.
@@ -293,6 +349,7 @@ pub fn health_table(health: &Health) -> String {
         ),
         ("node_id", health.node_id.to_string()),
         ("shards_total", health.shards_total.to_string()),
+        ("shards_hosted", health.shards_hosted.to_string()),
         (
             "shards_without_leader",
             health.shards_without_leader.to_string(),
@@ -322,12 +379,21 @@ pub fn cluster_table(info: &ClusterInfo) -> String {
                 node.gossip.clone(),
                 node.replicas.to_string(),
                 node.leaders.to_string(),
+                if node.reachable { "yes" } else { "no" }.to_string(),
             ]
         })
         .collect();
     text.push_str(&render_table(
         &[
-            "NODE", "STATE", "HTTP", "ADMIN", "CLUSTER", "GOSSIP", "REPLICAS", "LEADERS",
+            "NODE",
+            "STATE",
+            "HTTP",
+            "ADMIN",
+            "CLUSTER",
+            "GOSSIP",
+            "REPLICAS",
+            "LEADERS",
+            "REACHABLE",
         ],
         &node_rows,
     ));
@@ -350,11 +416,24 @@ pub fn cluster_table(info: &ClusterInfo) -> String {
                     .join(","),
                 shard.epoch.to_string(),
                 shard.applied_index.to_string(),
+                shard
+                    .learners
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]
         })
         .collect();
     text.push_str(&render_table(
-        &["SHARD", "LEADER", "REPLICAS", "EPOCH", "APPLIED_INDEX"],
+        &[
+            "SHARD",
+            "LEADER",
+            "REPLICAS",
+            "EPOCH",
+            "APPLIED_INDEX",
+            "CATCHING_UP",
+        ],
         &shard_rows,
     ));
     text

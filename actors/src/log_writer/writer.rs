@@ -19,8 +19,8 @@ use crate::kv::WalStats;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::wal::{SegmentId, Wal, WalError, RECORD_PAYLOAD_BYTES_MAX};
 use crate::storage::wal_record::{
-    Checkpoint, CompactionRecord, GroupMetadata, GroupWrite, RecoveredLogs, WalRecord,
-    RECORD_FORMAT_VERSION,
+    Checkpoint, CompactionRecord, ConfStateRecord, GroupMetadata, GroupWrite, RecoveredLogs,
+    WalRecord, RECORD_FORMAT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -172,7 +172,7 @@ impl WalWriter {
                 ..Default::default()
             });
         if let Some(conf_state) = &write.conf_state {
-            metadata.conf_state = conf_state.clone();
+            metadata.conf_state = (**conf_state).clone();
         }
         if let Some(compacted) = write.compacted {
             if compacted.index > metadata.compacted.index {
@@ -256,7 +256,7 @@ fn metadata_of(group: GroupId, log: &GroupLog) -> GroupMetadata {
     GroupMetadata {
         group,
         hard_state: log.hard_state().into(),
-        conf_state: log.conf_state().into(),
+        conf_state: ConfStateRecord::at(log.conf_state(), log.conf_index()),
         compacted: CompactionRecord {
             index: log.truncated().index,
             term: log.truncated().term,

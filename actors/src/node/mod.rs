@@ -1,30 +1,48 @@
-//! A node's kernel: boots the supervision tree (LogWriter, Ticker, shard replicas)
-//! over one data directory and hands out the [`Router`].
+//! A node's kernel: boots the supervision tree over one data directory, joins or
+//! bootstraps the cluster, and hands out the [`Router`].
+//!
+//! Start order: bind the gossip socket and start the cluster listener and Transport
+//! (so a port in use fails before any data is touched, and a joining node can talk
+//! to the cluster), settle the node's identity (existing, bootstrapped, or obtained
+//! by joining), open the WAL and state machine, then start the LogWriter, the shard
+//! replicas and the Ticker, and finally the checkpointer.
 
 pub mod checkpoint;
+pub mod cluster_state;
 pub mod identity;
+pub mod inbox;
+pub mod join;
 pub mod registry;
 pub mod supervisor;
 
 use crate::ids::{NodeId, ShardId};
 use crate::kv::{Limits, NodeAddresses};
 use crate::log_writer::writer::WalWriter;
+use crate::membership::seed_probe::{self, ProbeReply};
+use crate::metadata::{ClusterMetadata, NodeRecord, NodeState, REPLICATION_FACTOR_DEFAULT};
 use crate::router::{Router, RouterContext};
 use crate::shard::ReplicaOptions;
 use crate::storage::state_machine::StateMachineDb;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::storage::wal_record::RecoveredLogs;
+use crate::transport::TransportStatus;
 use checkpoint::CheckpointPolicy;
+use cluster_state::ClusterState;
+use identity::NodeIdentity;
 use ractor::{Actor, ActorRef};
-use registry::ShardRegistry;
+use registry::{ShardRegistry, TransportSlot};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use supervisor::{NodeSupervisor, NodeSupervisorArgs, NodeSupervisorMsg};
+use supervisor::{KernelArgs, NodeSupervisor, NodeSupervisorArgs, NodeSupervisorMsg};
 use tokio::sync::watch;
 
 /// Most shards a cluster may have.
 pub const SHARD_COUNT_MAX: u32 = 4_096;
+/// The cluster secret used when none is configured (fine on a laptop, not in
+/// production: anyone who can reach the cluster port could join).
+pub const CLUSTER_SECRET_DEFAULT: &str = "mimori-development-secret";
 
 /// Everything the kernel needs to start; the edges build it from config.
 #[derive(Clone, Debug)]
@@ -32,9 +50,17 @@ pub struct NodeOptions {
     pub node_id: NodeId,
     pub data_dir: PathBuf,
     /// Shards of a new cluster; ignored (the stored value wins) when the data
-    /// directory is already bootstrapped.
+    /// directory is already bootstrapped, or when joining.
     pub shard_count: u32,
+    /// Replicas per shard of a new cluster.
+    pub replication_factor: u32,
     pub addresses: NodeAddresses,
+    /// Gossip addresses of existing nodes, for a node that has not joined yet.
+    pub join: Vec<String>,
+    /// How long a join may take before the node gives up.
+    pub join_timeout_ms: u64,
+    /// The secret peers' cluster connections must present.
+    pub cluster_secret: String,
     pub limits: Limits,
     /// How long a request may wait for its shard before it fails.
     pub request_timeout_ms: u32,
@@ -48,6 +74,8 @@ pub struct NodeOptions {
     pub checkpoint_interval_ms: u64,
     /// Raft tick.
     pub tick_interval_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice).
+    pub election_ticks: u64,
 }
 
 impl NodeOptions {
@@ -57,7 +85,18 @@ impl NodeOptions {
             node_id,
             data_dir,
             shard_count: 64,
-            addresses: NodeAddresses::default(),
+            replication_factor: REPLICATION_FACTOR_DEFAULT,
+            // Port 0: any free port, which suits a single node in a test; a node
+            // others join must be given real addresses.
+            addresses: NodeAddresses {
+                http: String::new(),
+                admin: String::new(),
+                cluster: "127.0.0.1:0".into(),
+                gossip: "127.0.0.1:0".into(),
+            },
+            join: Vec::new(),
+            join_timeout_ms: 60_000,
+            cluster_secret: CLUSTER_SECRET_DEFAULT.into(),
             limits: Limits::default(),
             request_timeout_ms: 5_000,
             wal_segment_bytes: 64 * 1024 * 1024,
@@ -65,6 +104,7 @@ impl NodeOptions {
             compact_after_entries: 5_000,
             checkpoint_interval_ms: 30_000,
             tick_interval_ms: 100,
+            election_ticks: 10,
         }
     }
 }
@@ -78,6 +118,14 @@ pub enum NodeError {
     Actor(String),
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    #[error("cannot listen on {address} ({purpose}): {reason}")]
+    Bind {
+        address: String,
+        purpose: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
 }
 
 /// A running kernel.
@@ -88,11 +136,20 @@ pub struct Node {
     registry: Arc<ShardRegistry>,
     checkpointer: tokio::task::JoinHandle<()>,
     stop_checkpointer: watch::Sender<bool>,
+    probe_responder: tokio::task::JoinHandle<()>,
+}
+
+fn address(text: &str, purpose: &'static str) -> Result<SocketAddr, NodeError> {
+    text.parse().map_err(|_| NodeError::Bind {
+        address: text.to_string(),
+        purpose,
+        reason: "not an IP address and port".into(),
+    })
 }
 
 impl Node {
-    /// Opens (or bootstraps) the data directory, recovers the WAL and state machine
-    /// and starts every actor.
+    /// Opens (or bootstraps, or joins a cluster with) the data directory, recovers
+    /// the WAL and state machine and starts every actor.
     pub async fn start(options: NodeOptions) -> Result<Node, NodeError> {
         if options.node_id.0 == 0 {
             return Err(NodeError::InvalidOptions("node id 0 is reserved".into()));
@@ -112,9 +169,59 @@ impl Node {
             std::fs::create_dir_all(dir)
                 .map_err(|error| storage(format!("{}: {error}", dir.display())))?;
         }
-        let identity = identity::load_or_create(&data_dir, options.node_id, options.shard_count)
-            .map_err(NodeError::InvalidOptions)?;
+        let identity =
+            identity::load(&data_dir, options.node_id).map_err(NodeError::InvalidOptions)?;
+        let cluster = Arc::new(ClusterState::open(options.node_id, &data_dir).map_err(storage)?);
+
+        let gossip_address = address(&options.addresses.gossip, "gossip")?;
+        let gossip = tokio::net::UdpSocket::bind(gossip_address)
+            .await
+            .map_err(|error| NodeError::Bind {
+                address: gossip_address.to_string(),
+                purpose: "gossip",
+                reason: error.to_string(),
+            })?;
+        let cluster_listen = address(&options.addresses.cluster, "cluster")?;
+        // ractor_cluster reports a port in use only as a failed actor start.
+        std::net::TcpListener::bind(cluster_listen).map_err(|error| NodeError::Bind {
+            address: cluster_listen.to_string(),
+            purpose: "cluster",
+            reason: error.to_string(),
+        })?;
+        let transport = TransportSlot::default();
+        let transport_status = Arc::new(TransportStatus::default());
+        let (supervisor, supervisor_task) = Actor::spawn(
+            None,
+            NodeSupervisor,
+            NodeSupervisorArgs {
+                node_id: options.node_id,
+                cluster: Arc::clone(&cluster),
+                cluster_listen,
+                cluster_secret: options.cluster_secret.clone(),
+                transport: Arc::clone(&transport),
+                transport_status: Arc::clone(&transport_status),
+            },
+        )
+        .await
+        .map_err(|error| NodeError::Actor(error.to_string()))?;
+
+        let settled = settle_identity(&options, identity, &cluster, &transport).await;
+        let identity = match settled {
+            Ok(identity) => identity,
+            Err(error) => {
+                supervisor.stop(None);
+                let _ = supervisor_task.await;
+                return Err(error);
+            }
+        };
         let shard_count = identity.shard_count;
+        let probe_responder = tokio::spawn(seed_probe::serve(
+            Arc::new(gossip),
+            ProbeReply {
+                node_id: options.node_id,
+                cluster: options.addresses.cluster.clone(),
+            },
+        ));
 
         let sled_cache_bytes = options.sled_cache_bytes;
         let segment_bytes_max = options.wal_segment_bytes;
@@ -145,24 +252,48 @@ impl Node {
         .map_err(storage)?;
 
         let stores = (0..shard_count)
-            .map(|shard| db.shard(ShardId(shard)))
+            .map(|shard| db.shard(ShardId(shard)).map(|(store, _)| store))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| storage(error.to_string()))?;
-        let registry = Arc::new(ShardRegistry::new(db, stores));
-        let (supervisor, supervisor_task) = Actor::spawn(
-            None,
-            NodeSupervisor,
-            NodeSupervisorArgs {
-                node_id: options.node_id,
-                registry: registry.clone(),
-                writer,
-                logs: recovered.logs,
-                replica_options: ReplicaOptions::default(),
-                tick_interval_ms: options.tick_interval_ms,
-            },
-        )
-        .await
-        .map_err(|error| NodeError::Actor(error.to_string()))?;
+        let registry = Arc::new(ShardRegistry::new(db, stores, Arc::clone(&transport)));
+        let router = Router::new(RouterContext {
+            node_id: options.node_id,
+            cluster_id: identity.cluster_id.clone(),
+            addresses: options.addresses.clone(),
+            limits: options.limits,
+            request_timeout: Duration::from_millis(u64::from(options.request_timeout_ms)),
+            registry: registry.clone(),
+            cluster: Arc::clone(&cluster),
+            transport_status,
+            started_at,
+        });
+        let replica_options = ReplicaOptions {
+            election_ticks: options.election_ticks.max(2),
+            heartbeat_ticks: 1,
+            log_retain_entries_max: options.compact_after_entries,
+            randomized_elections: true,
+        };
+        let (started, outcome) = tokio::sync::oneshot::channel();
+        supervisor
+            .send_message(NodeSupervisorMsg::StartKernel(
+                Box::new(KernelArgs {
+                    registry: registry.clone(),
+                    writer,
+                    logs: recovered.logs,
+                    replica_options,
+                    tick_interval_ms: options.tick_interval_ms,
+                    inbox: Arc::new(inbox::NodeInbox {
+                        registry: registry.clone(),
+                        router: router.clone(),
+                    }),
+                }),
+                started,
+            ))
+            .map_err(|error| NodeError::Actor(error.to_string()))?;
+        outcome
+            .await
+            .map_err(|_| NodeError::Actor("the supervisor stopped while starting".into()))?
+            .map_err(NodeError::Actor)?;
 
         let (stop_checkpointer, stopped) = watch::channel(false);
         let checkpointer = tokio::spawn(checkpoint::run_checkpointer(
@@ -173,15 +304,6 @@ impl Node {
             },
             stopped,
         ));
-        let router = Router::new(RouterContext {
-            node_id: options.node_id,
-            cluster_id: identity.cluster_id,
-            addresses: options.addresses.clone(),
-            limits: options.limits,
-            request_timeout: Duration::from_millis(u64::from(options.request_timeout_ms)),
-            registry: registry.clone(),
-            started_at,
-        });
         Ok(Node {
             router,
             supervisor,
@@ -189,6 +311,7 @@ impl Node {
             registry,
             checkpointer,
             stop_checkpointer,
+            probe_responder,
         })
     }
 
@@ -228,6 +351,7 @@ impl Node {
             let _ = done.await;
         }
         let _ = self.supervisor_task.await;
+        self.probe_responder.abort();
         let db = self.registry.db.clone();
         tokio::task::spawn_blocking(move || db.make_durable())
             .await
@@ -235,4 +359,75 @@ impl Node {
             .map_err(|error| NodeError::Storage(error.to_string()))?;
         checkpointed.map_err(NodeError::Storage)
     }
+}
+
+/// The node's identity: the existing one, or a new cluster's, or one obtained by
+/// joining. The cluster metadata is in place when this returns.
+async fn settle_identity(
+    options: &NodeOptions,
+    identity: Option<NodeIdentity>,
+    cluster: &ClusterState,
+    transport: &TransportSlot,
+) -> Result<NodeIdentity, NodeError> {
+    let data_dir = &options.data_dir;
+    let record = |incarnation: u64| NodeRecord {
+        id: options.node_id,
+        addresses: options.addresses.clone(),
+        state: NodeState::Active,
+        incarnation,
+    };
+    if let Some(identity) = identity {
+        if cluster.metadata().is_none() {
+            // A data directory of a single node from before clusters existed.
+            let metadata = ClusterMetadata::bootstrap(
+                identity.cluster_id.clone(),
+                identity.shard_count,
+                options.replication_factor,
+                record(identity.incarnation),
+            );
+            cluster.install(metadata).map_err(NodeError::Storage)?;
+        }
+        return Ok(identity);
+    }
+    if options.join.is_empty() {
+        let incarnation = rand::random();
+        let identity = identity::new_identity(
+            format!("{:032x}", rand::random::<u128>()),
+            options.node_id,
+            options.shard_count,
+            incarnation,
+        );
+        let metadata = ClusterMetadata::bootstrap(
+            identity.cluster_id.clone(),
+            identity.shard_count,
+            options.replication_factor,
+            record(incarnation),
+        );
+        cluster.install(metadata).map_err(NodeError::Storage)?;
+        identity::create(data_dir, &identity).map_err(NodeError::Storage)?;
+        tracing::info!(cluster_id = %identity.cluster_id, "bootstrapped a new cluster");
+        return Ok(identity);
+    }
+    let incarnation =
+        identity::joining_incarnation(data_dir, options.node_id).map_err(NodeError::Storage)?;
+    let transport = transport
+        .get()
+        .ok_or_else(|| NodeError::Actor("the transport is not running".into()))?;
+    let metadata = join::join(
+        &transport,
+        &options.join,
+        record(incarnation),
+        Duration::from_millis(options.join_timeout_ms),
+    )
+    .await?;
+    let identity = identity::new_identity(
+        metadata.cluster_id.clone(),
+        options.node_id,
+        metadata.shard_count,
+        incarnation,
+    );
+    cluster.install(metadata).map_err(NodeError::Storage)?;
+    identity::create(data_dir, &identity).map_err(NodeError::Storage)?;
+    tracing::info!(cluster_id = %identity.cluster_id, "joined the cluster");
+    Ok(identity)
 }

@@ -1,19 +1,34 @@
-//! `NodeSupervisor`: the root of a node's supervision tree. It starts the LogWriter,
-//! the shard replicas and the Ticker, and restarts a shard replica that was killed or
-//! panicked; the new replica recovers its log from the WAL and its state from sled.
+//! `NodeSupervisor`: the root of a node's supervision tree.
 //!
-//! Restarts are bounded: a replica that keeps dying is restarted with a growing delay
-//! (up to `RESTART_DELAY_MAX_MS`), so a broken disk cannot turn into a busy loop.
+//! It starts in two phases. At spawn it runs the cluster listener (ractor_cluster's
+//! `NodeServer`) and the Transport, which a joining node needs before it has any
+//! data. `StartKernel` then starts the LogWriter, a replica for every shard placed
+//! here (or with a log in the WAL) and the Ticker, and from then on follows the
+//! cluster metadata: a shard newly placed here gets a replica, and every running
+//! replica learns its shard's new replica set.
+//!
+//! It restarts whatever dies: a shard replica (recovering its log from the WAL and
+//! its state from sled), the Transport, the Ticker. Restarts of a replica are
+//! bounded: one that keeps dying is restarted with a growing delay (up to
+//! `RESTART_DELAY_MAX_MS`), so a broken disk cannot turn into a busy loop.
 
-use super::registry::ShardRegistry;
+use super::cluster_state::ClusterState;
+use super::registry::{ShardRegistry, TransportSlot};
 use crate::ids::{GroupId, NodeId, ShardId};
 use crate::log_writer::writer::WalWriter;
 use crate::log_writer::{job_queue, LogWriterActor, LogWriterHandle, LogWriterMsg};
-use crate::shard::{ReplicaOptions, ShardReplicaActor, ShardReplicaArgs};
+use crate::metadata::ClusterMetadata;
+use crate::shard::{
+    Bootstrap, ReplicaOptions, ShardReplicaActor, ShardReplicaArgs, ShardReplicaMsg,
+};
 use crate::storage::raft_log::GroupLog;
 use crate::ticker::{TickerActor, TickerArgs, TickerMsg};
+use crate::transport::wire::PEER_FRAME_BYTES_MAX;
+use crate::transport::{Inbox, TransportActor, TransportArgs, TransportMsg, TransportStatus};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,22 +38,42 @@ const RESTART_DELAY_MAX_MS: u64 = 2_000;
 const RESTART_HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
 pub enum NodeSupervisorMsg {
+    /// Start the kernel's actors (phase two); answered once they run.
+    StartKernel(
+        Box<KernelArgs>,
+        tokio::sync::oneshot::Sender<Result<(), String>>,
+    ),
     /// Start (again) the replica of `shard`.
     StartShard(ShardId),
+    /// The cluster metadata changed.
+    MetadataChanged,
     /// Stop every child without restarting any.
     Stop(tokio::sync::oneshot::Sender<()>),
 }
 
 impl ractor::Message for NodeSupervisorMsg {}
 
+/// What phase one needs: the cluster listener and the Transport.
 pub struct NodeSupervisorArgs {
     pub node_id: NodeId,
+    pub cluster: Arc<ClusterState>,
+    /// Where the cluster listener binds.
+    pub cluster_listen: SocketAddr,
+    /// The cookie peers must present.
+    pub cluster_secret: String,
+    pub transport: TransportSlot,
+    pub transport_status: Arc<TransportStatus>,
+}
+
+/// What phase two needs.
+pub struct KernelArgs {
     pub registry: Arc<ShardRegistry>,
     pub writer: WalWriter,
     /// Logs recovered at start, handed to the first incarnation of each replica.
     pub logs: HashMap<GroupId, GroupLog>,
     pub replica_options: ReplicaOptions,
     pub tick_interval_ms: u64,
+    pub inbox: Arc<dyn Inbox>,
 }
 
 struct RestartHistory {
@@ -46,8 +81,8 @@ struct RestartHistory {
     delay_ms: u64,
 }
 
-pub struct NodeSupervisorState {
-    node_id: NodeId,
+/// The kernel's actors, once phase two ran.
+struct Kernel {
     registry: Arc<ShardRegistry>,
     log_writer: ActorRef<LogWriterMsg>,
     /// Queue of the writer thread, cloned into every replica; dropped at stop.
@@ -56,8 +91,21 @@ pub struct NodeSupervisorState {
     tick_interval_ms: u64,
     replica_options: ReplicaOptions,
     logs: HashMap<GroupId, GroupLog>,
+    inbox: Arc<dyn Inbox>,
+}
+
+pub struct NodeSupervisorState {
+    node_id: NodeId,
+    cluster: Arc<ClusterState>,
+    cluster_listen: SocketAddr,
+    cluster_secret: String,
+    node_server: Option<ActorRef<NodeServerMessage>>,
+    transport: TransportSlot,
+    transport_status: Arc<TransportStatus>,
+    kernel: Option<Kernel>,
     shard_of_actor: HashMap<ActorId, ShardId>,
     history: HashMap<ShardId, RestartHistory>,
+    metadata_watch: Option<tokio::task::JoinHandle<()>>,
     stopping: bool,
 }
 
@@ -73,28 +121,34 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (handle, log_writer_args) = job_queue(args.writer, args.registry.wal_failed.clone());
-        let (log_writer, _) =
-            Actor::spawn_linked(None, LogWriterActor, log_writer_args, myself.get_cell()).await?;
-        args.registry.set_log_writer(Some(log_writer.clone()));
         let mut state = NodeSupervisorState {
             node_id: args.node_id,
-            registry: args.registry,
-            log_writer,
-            log_writer_handle: Some(handle),
-            ticker: None,
-            tick_interval_ms: args.tick_interval_ms,
-            replica_options: args.replica_options,
-            logs: args.logs,
+            cluster: args.cluster,
+            cluster_listen: args.cluster_listen,
+            cluster_secret: args.cluster_secret,
+            node_server: None,
+            transport: args.transport,
+            transport_status: args.transport_status,
+            kernel: None,
             shard_of_actor: HashMap::new(),
             history: HashMap::new(),
+            metadata_watch: None,
             stopping: false,
         };
-        for shard in 0..state.registry.shard_count() {
-            start_shard(&myself, &mut state, ShardId(shard)).await?;
-        }
-        start_ticker(&myself, &mut state).await?;
+        start_node_server(&myself, &mut state).await?;
+        start_transport(&myself, &mut state).await?;
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(watch) = state.metadata_watch.take() {
+            watch.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -104,6 +158,10 @@ impl Actor for NodeSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            NodeSupervisorMsg::StartKernel(args, reply) => {
+                let result = start_kernel(&myself, state, *args).await;
+                let _ = reply.send(result.map_err(|error| error.to_string()));
+            }
             NodeSupervisorMsg::StartShard(shard) => {
                 if state.stopping {
                     return Ok(());
@@ -113,28 +171,14 @@ impl Actor for NodeSupervisor {
                     schedule_restart(&myself, state, shard);
                 }
             }
+            NodeSupervisorMsg::MetadataChanged => {
+                if !state.stopping {
+                    follow_metadata(&myself, state).await;
+                }
+            }
             NodeSupervisorMsg::Stop(reply) => {
                 state.stopping = true;
-                if let Some(ticker) = state.ticker.take() {
-                    ticker.stop(None);
-                }
-                for slot in state.registry.slots() {
-                    if let Some(actor) = slot.actor() {
-                        actor.stop(None);
-                    }
-                    slot.set_actor(None);
-                }
-                let (flushed, done) = tokio::sync::oneshot::channel();
-                if state
-                    .log_writer
-                    .send_message(LogWriterMsg::Flush { reply: flushed })
-                    .is_ok()
-                {
-                    let _ = done.await;
-                }
-                state.log_writer_handle = None;
-                state.log_writer.stop(None);
-                state.registry.set_log_writer(None);
+                stop_children(state).await;
                 let _ = reply.send(());
                 myself.stop(None);
             }
@@ -157,7 +201,11 @@ impl Actor for NodeSupervisor {
         };
         let id = cell.get_id();
         if let Some(shard) = state.shard_of_actor.remove(&id) {
-            if let Some(slot) = state.registry.slot(shard) {
+            if let Some(slot) = state
+                .kernel
+                .as_ref()
+                .and_then(|kernel| kernel.registry.slot(shard))
+            {
                 if slot.actor().is_some_and(|actor| actor.get_id() == id) {
                     slot.set_actor(None);
                     slot.gauges.set_local_reads(false);
@@ -167,21 +215,42 @@ impl Actor for NodeSupervisor {
                 return Ok(());
             }
             tracing::warn!(shard = shard.0, %reason, "shard replica died; restarting it from disk");
-            state.registry.count_restart();
+            if let Some(kernel) = &state.kernel {
+                kernel.registry.count_restart();
+            }
             schedule_restart(&myself, state, shard);
-        } else if id == state.log_writer.get_id() {
-            if !state.stopping {
+        } else if state.stopping {
+            return Ok(());
+        } else if state
+            .transport
+            .get()
+            .is_some_and(|transport| transport.get_id() == id)
+        {
+            tracing::warn!(%reason, "transport died; restarting it");
+            state.transport.set(None);
+            start_transport(&myself, state).await?;
+        } else if state
+            .node_server
+            .as_ref()
+            .is_some_and(|server| server.get_id() == id)
+        {
+            tracing::error!(%reason, "cluster listener died; restarting it and the transport");
+            state.node_server = None;
+            start_node_server(&myself, state).await?;
+            if let Some(transport) = state.transport.get() {
+                transport.stop(Some("cluster listener restarted".into()));
+            }
+        } else if let Some(kernel) = state.kernel.as_mut() {
+            if id == kernel.log_writer.get_id() {
                 // Without its LogWriter the node can make nothing durable.
                 tracing::error!(%reason, "LogWriter died; the node stops serving writes");
-                state.registry.set_log_writer(None);
-            }
-        } else if state
-            .ticker
-            .as_ref()
-            .is_some_and(|ticker| ticker.get_id() == id)
-        {
-            state.ticker = None;
-            if !state.stopping {
+                kernel.registry.set_log_writer(None);
+            } else if kernel
+                .ticker
+                .as_ref()
+                .is_some_and(|ticker| ticker.get_id() == id)
+            {
+                kernel.ticker = None;
                 tracing::warn!(%reason, "ticker died; restarting it");
                 start_ticker(&myself, state).await?;
             }
@@ -190,29 +259,185 @@ impl Actor for NodeSupervisor {
     }
 }
 
+async fn start_node_server(
+    myself: &ActorRef<NodeSupervisorMsg>,
+    state: &mut NodeSupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    let listen = state.cluster_listen;
+    let server = NodeServer::new(
+        listen.port(),
+        state.cluster_secret.clone(),
+        format!("mimori-{}", state.node_id.0),
+        listen.ip().to_string(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(listen.ip())
+    .with_max_inbound_frame_size(PEER_FRAME_BYTES_MAX);
+    let (node_server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+    state.node_server = Some(node_server);
+    Ok(())
+}
+
+async fn start_transport(
+    myself: &ActorRef<NodeSupervisorMsg>,
+    state: &mut NodeSupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    let node_server = state
+        .node_server
+        .clone()
+        .ok_or("the cluster listener is not running")?;
+    let (transport, _) = Actor::spawn_linked(
+        None,
+        TransportActor,
+        TransportArgs {
+            node_id: state.node_id,
+            cluster: Arc::clone(&state.cluster),
+            node_server,
+            status: Arc::clone(&state.transport_status),
+        },
+        myself.get_cell(),
+    )
+    .await?;
+    if let Some(kernel) = &state.kernel {
+        transport.send_message(TransportMsg::Attach(Arc::clone(&kernel.inbox)))?;
+    }
+    state.transport.set(Some(transport));
+    Ok(())
+}
+
+async fn start_kernel(
+    myself: &ActorRef<NodeSupervisorMsg>,
+    state: &mut NodeSupervisorState,
+    args: KernelArgs,
+) -> Result<(), ActorProcessingErr> {
+    let (handle, log_writer_args) = job_queue(args.writer, args.registry.wal_failed.clone());
+    let (log_writer, _) =
+        Actor::spawn_linked(None, LogWriterActor, log_writer_args, myself.get_cell()).await?;
+    args.registry.set_log_writer(Some(log_writer.clone()));
+    let metadata = state.cluster.metadata();
+    for slot in args.registry.slots() {
+        let placed = metadata
+            .as_ref()
+            .is_some_and(|metadata| metadata.hosts(state.node_id, slot.shard));
+        let has_log = args.logs.contains_key(&GroupId::shard(slot.shard));
+        slot.set_hosted(placed || has_log);
+    }
+    if let Some(transport) = state.transport.get() {
+        transport.send_message(TransportMsg::Attach(Arc::clone(&args.inbox)))?;
+    }
+    state.kernel = Some(Kernel {
+        registry: args.registry,
+        log_writer,
+        log_writer_handle: Some(handle),
+        ticker: None,
+        tick_interval_ms: args.tick_interval_ms,
+        replica_options: args.replica_options,
+        logs: args.logs,
+        inbox: args.inbox,
+    });
+    let hosted: Vec<ShardId> = state
+        .kernel
+        .as_ref()
+        .map(|kernel| {
+            kernel
+                .registry
+                .slots()
+                .iter()
+                .filter(|slot| slot.is_hosted())
+                .map(|slot| slot.shard)
+                .collect()
+        })
+        .unwrap_or_default();
+    for shard in hosted {
+        start_shard(myself, state, shard).await?;
+    }
+    start_ticker(myself, state).await?;
+    let mut changes = state.cluster.subscribe();
+    let supervisor = myself.clone();
+    state.metadata_watch = Some(tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            if supervisor
+                .send_message(NodeSupervisorMsg::MetadataChanged)
+                .is_err()
+            {
+                return;
+            }
+        }
+    }));
+    Ok(())
+}
+
+/// Starts replicas for shards newly placed here and tells running ones their new
+/// replica sets.
+async fn follow_metadata(myself: &ActorRef<NodeSupervisorMsg>, state: &mut NodeSupervisorState) {
+    let Some(metadata) = state.cluster.metadata() else {
+        return;
+    };
+    let Some(kernel) = &state.kernel else { return };
+    let registry = Arc::clone(&kernel.registry);
+    for slot in registry.slots() {
+        let Some(placement) = metadata.shard(slot.shard) else {
+            continue;
+        };
+        if let Some(actor) = slot.actor() {
+            let _ = actor.send_message(ShardReplicaMsg::PlacementChanged(
+                placement.replicas.clone(),
+            ));
+        } else if !slot.is_hosted() && placement.replicas.contains(&state.node_id) {
+            slot.set_hosted(true);
+            if let Err(error) = start_shard(myself, state, slot.shard).await {
+                tracing::error!(shard = slot.shard.0, %error, "shard replica failed to start; retrying");
+                schedule_restart(myself, state, slot.shard);
+            }
+        }
+    }
+}
+
+/// How a replica with a blank log starts: a new cluster's first node creates the
+/// group; everyone else waits to be added by its leader.
+fn bootstrap_of(metadata: Option<&ClusterMetadata>, node: NodeId, shard: ShardId) -> Bootstrap {
+    match metadata.and_then(|metadata| metadata.shard(shard)) {
+        Some(placement) if placement.replicas == [node] => Bootstrap::Voters(vec![node]),
+        _ => Bootstrap::Join,
+    }
+}
+
 async fn start_shard(
     myself: &ActorRef<NodeSupervisorMsg>,
     state: &mut NodeSupervisorState,
     shard: ShardId,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(slot) = state.registry.slot(shard) else {
-        return Err(format!("no shard {shard} on this node").into());
+    let metadata = state.cluster.metadata();
+    let Some(kernel) = state.kernel.as_mut() else {
+        return Err("the kernel is not running".into());
     };
-    let Some(log_writer) = state.log_writer_handle.clone() else {
+    if kernel.registry.slot(shard).is_none() {
+        return Err(format!("no shard {shard} on this node").into());
+    }
+    let Some(log_writer) = kernel.log_writer_handle.clone() else {
         return Err("the node is stopping".into());
     };
+    let placement = metadata
+        .as_ref()
+        .and_then(|metadata| metadata.shard(shard))
+        .map(|placement| placement.replicas.clone())
+        .unwrap_or_default();
     let args = ShardReplicaArgs {
         shard,
         node_id: state.node_id,
-        store: slot.store.clone(),
-        gauges: slot.gauges.clone(),
-        log: state.logs.remove(&GroupId::shard(shard)),
+        registry: Arc::clone(&kernel.registry),
+        log: kernel.logs.remove(&GroupId::shard(shard)),
         log_writer,
-        options: state.replica_options,
+        options: kernel.replica_options,
+        bootstrap: bootstrap_of(metadata.as_deref(), state.node_id, shard),
+        placement,
     };
     let (actor, _) = Actor::spawn_linked(None, ShardReplicaActor, args, myself.get_cell()).await?;
     state.shard_of_actor.insert(actor.get_id(), shard);
-    slot.set_actor(Some(actor));
+    if let Some(slot) = kernel.registry.slot(shard) {
+        slot.set_actor(Some(actor));
+    }
     state
         .history
         .entry(shard)
@@ -248,16 +473,55 @@ async fn start_ticker(
     myself: &ActorRef<NodeSupervisorMsg>,
     state: &mut NodeSupervisorState,
 ) -> Result<(), ActorProcessingErr> {
+    let Some(kernel) = state.kernel.as_mut() else {
+        return Ok(());
+    };
     let (ticker, _) = Actor::spawn_linked(
         None,
         TickerActor,
         TickerArgs {
-            registry: state.registry.clone(),
-            tick_interval_ms: state.tick_interval_ms,
+            registry: kernel.registry.clone(),
+            tick_interval_ms: kernel.tick_interval_ms,
         },
         myself.get_cell(),
     )
     .await?;
-    state.ticker = Some(ticker);
+    kernel.ticker = Some(ticker);
     Ok(())
+}
+
+/// Stops the replicas, drains the WAL, then the LogWriter, Transport and listener.
+async fn stop_children(state: &mut NodeSupervisorState) {
+    if let Some(watch) = state.metadata_watch.take() {
+        watch.abort();
+    }
+    if let Some(kernel) = state.kernel.as_mut() {
+        if let Some(ticker) = kernel.ticker.take() {
+            ticker.stop(None);
+        }
+        for slot in kernel.registry.slots() {
+            if let Some(actor) = slot.actor() {
+                actor.stop(None);
+            }
+            slot.set_actor(None);
+        }
+        let (flushed, done) = tokio::sync::oneshot::channel();
+        if kernel
+            .log_writer
+            .send_message(LogWriterMsg::Flush { reply: flushed })
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        kernel.log_writer_handle = None;
+        kernel.log_writer.stop(None);
+        kernel.registry.set_log_writer(None);
+    }
+    if let Some(transport) = state.transport.get() {
+        transport.stop(None);
+    }
+    state.transport.set(None);
+    if let Some(server) = state.node_server.take() {
+        server.stop(None);
+    }
 }

@@ -1,21 +1,37 @@
 //! The shard replica actor: a thin shell around [`ShardReplica`]. It recovers the
 //! group's log in `pre_start` (from the LogWriter, which replays the WAL after every
-//! earlier write is durable), feeds messages to the replica and performs its effects.
+//! earlier write is durable), feeds messages to the replica and performs its effects:
+//! WAL writes through the LogWriter, messages and snapshot chunks through the
+//! Transport, and snapshot streams as tasks of their own.
 //!
 //! Batching: any input schedules one `Drive` message to itself instead of handling a
 //! Ready at once, so every proposal already queued in the mailbox joins the same
 //! Ready, the same WAL write and the same state-machine batch.
 
-use super::gauges::ShardGauges;
-use super::replica::{Effect, ProposalReply, ReadReply, ReplicaOptions, ShardReplica};
+use super::replica::{
+    Bootstrap, Effect, ProposalReply, ReadReply, ReplicaOptions, ReplicaParts, ShardReplica,
+    SnapshotAck, SnapshotChunk, TransferReply,
+};
 use crate::command::Command;
 use crate::ids::{GroupId, NodeId, ShardId};
 use crate::log_writer::{LogWriterHandle, WalJob};
+use crate::node::registry::ShardRegistry;
 use crate::storage::raft_log::GroupLog;
-use crate::storage::state_machine::ShardStore;
+use crate::storage::snapshot::SnapshotSource;
+use crate::transport::wire::SNAPSHOT_CHUNK_BYTES_MAX;
+use crate::transport::TransportMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use raft::eraftpb::Message;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Bytes of stored pairs per snapshot chunk (well below the chunk limit, so a chunk
+/// and its frame overhead always fit).
+const SNAPSHOT_CHUNK_BYTES: usize = SNAPSHOT_CHUNK_BYTES_MAX / 4;
+/// A snapshot stream whose receiver does not acknowledge a chunk within this long is
+/// abandoned and reported failed (raft-rs then tries again later).
+const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub enum ShardReplicaMsg {
     /// Propose a write; answered with its revision after apply.
@@ -25,6 +41,16 @@ pub enum ShardReplicaMsg {
     },
     /// Wait until a linearizable read may be served from the local state machine.
     ReadIndex { reply: ReadReply },
+    /// A Raft message from another replica of the group.
+    Step(Box<Message>),
+    /// A chunk of a snapshot stream from `from`.
+    SnapshotChunk { from: NodeId, chunk: SnapshotChunk },
+    /// A snapshot stream to `to` ended.
+    SnapshotSent { to: NodeId, delivered: bool },
+    /// The placement table's replicas for the shard changed.
+    PlacementChanged(Vec<NodeId>),
+    /// Move leadership to `to`.
+    TransferLeader { to: NodeId, reply: TransferReply },
     /// Raft clock.
     Tick,
     /// The LogWriter made the Ready numbered `ready_number` durable.
@@ -42,17 +68,19 @@ impl ractor::Message for ShardReplicaMsg {}
 pub struct ShardReplicaArgs {
     pub shard: ShardId,
     pub node_id: NodeId,
-    pub store: ShardStore,
-    pub gauges: Arc<ShardGauges>,
+    pub registry: Arc<ShardRegistry>,
     /// The recovered log at node start; `None` on a restart, when the log is
     /// replayed from the WAL.
     pub log: Option<GroupLog>,
     pub log_writer: LogWriterHandle,
     pub options: ReplicaOptions,
+    pub bootstrap: Bootstrap,
+    pub placement: Vec<NodeId>,
 }
 
 pub struct ShardReplicaState {
     replica: ShardReplica,
+    registry: Arc<ShardRegistry>,
     log_writer: LogWriterHandle,
     /// A `Drive` is queued in the mailbox.
     drive_scheduled: bool,
@@ -81,15 +109,21 @@ impl Actor for ShardReplicaActor {
                 replayed.await??
             }
         };
-        let replica = ShardReplica::new(
-            args.shard,
-            args.node_id,
+        let slot = args
+            .registry
+            .slot(args.shard)
+            .ok_or_else(|| format!("no slot for shard {}", args.shard))?;
+        let replica = ShardReplica::new(ReplicaParts {
+            shard: args.shard,
+            node_id: args.node_id,
             log,
-            args.store,
-            args.gauges,
-            args.options,
-            rand::random(),
-        )?;
+            store: slot.store(),
+            gauges: slot.gauges.clone(),
+            options: args.options,
+            instance: rand::random(),
+            bootstrap: args.bootstrap,
+            placement: args.placement,
+        })?;
         tracing::debug!(
             shard = args.shard.0,
             applied_index = replica.applied_index(),
@@ -98,6 +132,7 @@ impl Actor for ShardReplicaActor {
         myself.send_message(ShardReplicaMsg::Drive)?;
         Ok(ShardReplicaState {
             replica,
+            registry: args.registry,
             log_writer: args.log_writer,
             drive_scheduled: true,
         })
@@ -114,6 +149,17 @@ impl Actor for ShardReplicaActor {
         match message {
             ShardReplicaMsg::Propose { command, reply } => state.replica.propose(&command, reply),
             ShardReplicaMsg::ReadIndex { reply } => state.replica.read(reply),
+            ShardReplicaMsg::Step(message) => state.replica.step(*message),
+            ShardReplicaMsg::SnapshotChunk { from, chunk } => {
+                effects = state.replica.receive_snapshot_chunk(from, chunk)?;
+            }
+            ShardReplicaMsg::SnapshotSent { to, delivered } => {
+                state.replica.on_snapshot_sent(to, delivered);
+            }
+            ShardReplicaMsg::PlacementChanged(replicas) => state.replica.set_placement(replicas),
+            ShardReplicaMsg::TransferLeader { to, reply } => {
+                state.replica.transfer_leader(to, reply);
+            }
             ShardReplicaMsg::Tick => state.replica.tick(),
             ShardReplicaMsg::Persisted { ready_number } => {
                 // Whatever became committable is handled now: there is nothing to
@@ -150,6 +196,8 @@ fn perform(
     state: &mut ShardReplicaState,
     effects: Vec<Effect>,
 ) -> Result<(), ActorProcessingErr> {
+    let shard = state.replica.shard();
+    let group = GroupId::shard(shard);
     for effect in effects {
         match effect {
             Effect::Persist {
@@ -169,14 +217,102 @@ fn perform(
                 state.log_writer.send(WalJob::Write { write, on_durable })?;
             }
             Effect::Send(messages) => {
-                // TODO(#3): hand messages to the Transport. A single-voter group
-                // produces none.
-                tracing::trace!(
-                    count = messages.len(),
-                    "dropping raft messages: no transport yet"
-                );
+                // Without a transport (a single node, or one stopping) the messages
+                // are lost, which Raft tolerates.
+                if let Some(transport) = state.registry.transport() {
+                    let _ = transport.send_message(TransportMsg::SendRaft { group, messages });
+                }
+            }
+            Effect::StreamSnapshot {
+                to,
+                stream,
+                message,
+                source,
+            } => {
+                let replica = myself.clone();
+                let registry = Arc::clone(&state.registry);
+                tokio::spawn(async move {
+                    let outcome =
+                        stream_snapshot(&registry, group, to, stream, *message, source).await;
+                    if let Err(reason) = &outcome {
+                        tracing::warn!(shard = shard.0, to = to.0, %reason, "snapshot stream failed");
+                    }
+                    let _ = replica.send_message(ShardReplicaMsg::SnapshotSent {
+                        to,
+                        delivered: outcome.is_ok(),
+                    });
+                });
+            }
+            Effect::AckSnapshotChunk { to, ack } => {
+                if let Some(transport) = state.registry.transport() {
+                    let _ =
+                        transport.send_message(TransportMsg::SendSnapshotAck { to, group, ack });
+                }
+            }
+            Effect::StoreReplaced(store) => {
+                if let Some(slot) = state.registry.slot(shard) {
+                    slot.set_store(store);
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Streams a shard's tree to `to` in chunks, each acknowledged before the next is
+/// sent; the last carries `message`, the `MsgSnapshot` raft-rs made.
+async fn stream_snapshot(
+    registry: &ShardRegistry,
+    group: GroupId,
+    to: NodeId,
+    stream: u64,
+    message: Message,
+    mut source: SnapshotSource,
+) -> Result<(), String> {
+    let transport = registry.transport().ok_or("no transport")?;
+    let (acks_sender, mut acks) = mpsc::channel::<SnapshotAck>(4);
+    transport
+        .send_message(TransportMsg::WatchSnapshotStream {
+            stream,
+            acks: acks_sender,
+        })
+        .map_err(|_| "the transport is gone")?;
+    let outcome = async {
+        let mut sequence = 0u32;
+        loop {
+            let (pairs, finished, returned) = tokio::task::spawn_blocking(move || {
+                let pairs = source.next_chunk(SNAPSHOT_CHUNK_BYTES);
+                let finished = source.is_finished();
+                (pairs, finished, source)
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+            source = returned;
+            let pairs = pairs.map_err(|error| error.to_string())?;
+            let last = pairs.is_none() || finished;
+            let chunk = SnapshotChunk {
+                stream,
+                sequence,
+                pairs: pairs.unwrap_or_default(),
+                done: last.then(|| message.clone()),
+            };
+            transport
+                .send_message(TransportMsg::SendSnapshotChunk { to, group, chunk })
+                .map_err(|_| "the transport is gone")?;
+            let ack = tokio::time::timeout(SNAPSHOT_ACK_TIMEOUT, acks.recv())
+                .await
+                .map_err(|_| format!("chunk {sequence} not acknowledged in time"))?
+                .ok_or("the transport forgot the stream")?;
+            if !ack.accepted || ack.sequence != sequence {
+                return Err(format!("chunk {sequence} refused by the receiver"));
+            }
+            if last {
+                return Ok(());
+            }
+            sequence += 1;
+        }
+    }
+    .await;
+    let _ = transport.send_message(TransportMsg::ForgetSnapshotStream { stream });
+    outcome
 }

@@ -2,6 +2,7 @@
 //! router, health checks and the cluster view.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
 
 /// Atomics the replica updates after every Ready.
 #[derive(Debug, Default)]
@@ -19,6 +20,8 @@ pub struct ShardGauges {
     /// Whether a linearizable read may be served from the local state machine
     /// without a ReadIndex round: see [`ShardGauges::local_reads_allowed`].
     local_reads: AtomicBool,
+    /// Voters and learners as the replica last applied them.
+    membership: RwLock<(Vec<u64>, Vec<u64>)>,
 }
 
 impl ShardGauges {
@@ -71,6 +74,20 @@ impl ShardGauges {
 
     pub(crate) fn set_commit_index(&self, index: u64) {
         self.commit_index.store(index, Ordering::Relaxed);
+    }
+
+    /// Voters and learners of the group as the local replica knows them.
+    pub fn membership(&self) -> (Vec<u64>, Vec<u64>) {
+        self.membership
+            .read()
+            .map(|membership| membership.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_membership(&self, voters: &[u64], learners: &[u64]) {
+        if let Ok(mut membership) = self.membership.write() {
+            *membership = (voters.to_vec(), learners.to_vec());
+        }
     }
 
     pub(crate) fn set_compacted_index(&self, index: u64) {

@@ -1,8 +1,11 @@
 //! Storage: the only module that touches files. The node's write-ahead log (`wal`),
 //! what its records mean (`wal_record`), the raft-rs `Storage` of one group
-//! (`raft_log`), and the sled state machine (`state_machine`).
+//! (`raft_log`), the sled state machine (`state_machine`) and its snapshots
+//! (`snapshot`), and the small JSON files of the data directory (`json_file`).
 
+pub mod json_file;
 pub mod raft_log;
+pub mod snapshot;
 pub mod state_machine;
 pub mod wal;
 pub mod wal_record;

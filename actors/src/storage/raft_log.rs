@@ -6,7 +6,13 @@
 //! makes it durable before raft-rs is told it is persisted; this struct never does I/O.
 //!
 //! Invariants: entries are contiguous; `truncated.index + 1 == first_index()`;
-//! `term(truncated.index)` is always answerable (raft-rs matches on it).
+//! `term(truncated.index)` is always answerable (raft-rs matches on it);
+//! `truncated.index <= applied.index` once the replica has started.
+//!
+//! Snapshots: [`raft::Storage::snapshot`] answers with the applied position and the
+//! configuration as of it, and no data. The shard replica intercepts the resulting
+//! `MsgSnapshot` and streams the shard's tree to the follower itself
+//! (`storage::snapshot`), so a snapshot is never materialized in memory.
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -25,6 +31,13 @@ pub struct GroupLog {
     hard_state: HardState,
     /// Voters and learners of the group.
     conf_state: ConfState,
+    /// Index of the entry that produced `conf_state` (0 for the bootstrap
+    /// configuration). Configuration-change entries at or below it are already
+    /// reflected and are not applied again when the log is replayed.
+    conf_index: u64,
+    /// Index and term of the last entry applied to the state machine, kept here so
+    /// a snapshot can be labelled with them.
+    applied: LogPosition,
     /// The position just before the first retained entry.
     truncated: LogPosition,
     /// Retained entries, contiguous, starting at `truncated.index + 1`.
@@ -56,8 +69,25 @@ impl GroupLog {
         self.hard_state = hard_state;
     }
 
-    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+    /// Index of the entry that produced the configuration.
+    pub fn conf_index(&self) -> u64 {
+        self.conf_index
+    }
+
+    /// Records the configuration produced by the entry at `index`.
+    pub fn set_conf_state(&mut self, conf_state: ConfState, index: u64) {
         self.conf_state = conf_state;
+        self.conf_index = index;
+    }
+
+    /// The last applied entry's position.
+    pub fn applied(&self) -> LogPosition {
+        self.applied
+    }
+
+    /// Records the last applied entry's position.
+    pub fn set_applied(&mut self, applied: LogPosition) {
+        self.applied = applied;
     }
 
     /// Index of the first retained entry (or where the next one will go).
@@ -119,11 +149,17 @@ impl GroupLog {
         Ok(())
     }
 
-    /// Replaces the whole log with the position of an installed snapshot.
-    pub fn reset_to(&mut self, position: LogPosition, conf_state: ConfState) {
+    /// Replaces the whole log with the position of an installed snapshot (or the
+    /// start of a log rebuilt after a hole), whose configuration is `conf_state` as
+    /// of the entry at `conf_index`.
+    pub fn reset_to(&mut self, position: LogPosition, conf_state: ConfState, conf_index: u64) {
         self.entries.clear();
         self.truncated = position;
         self.conf_state = conf_state;
+        self.conf_index = conf_index;
+        if self.applied.index < position.index {
+            self.applied = position;
+        }
         if self.hard_state.term < position.term {
             self.hard_state.term = position.term;
         }
@@ -203,11 +239,19 @@ impl raft::Storage for GroupLog {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // TODO(#3): stream the shard's tree in chunks to a lagging peer. A group with a
-        // single voter never asks for a snapshot.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        // Until replay has passed the entry that produced the configuration, the
+        // applied position and the configuration do not describe the same moment.
+        if self.applied.index == 0 || self.applied.index < self.conf_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot::default();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = self.applied.index;
+        metadata.term = self.applied.term;
+        metadata.set_conf_state(self.conf_state.clone());
+        Ok(snapshot)
     }
 }
 

@@ -24,17 +24,23 @@
 //! sled's `flush` does not fully fsync on Linux (sled#1452), so
 //! [`StateMachineDb::make_durable`] flushes and then `sync_all`s every file of the
 //! database; the WAL drops records only after that returned.
+//!
+//! A shard's trees come in *generations* (`storage::snapshot`): installing a snapshot
+//! streamed from a leader writes a fresh generation and then switches the shard's
+//! generation record to it, so a crash mid-install never leaves a half-replaced tree.
 
+use super::snapshot::{self, GenerationRecord, PurgeFloor};
 use crate::command::Command;
-use crate::ids::Revision;
+use crate::ids::{Revision, ShardId};
 use crate::kv::{Condition, KvError, Namespace, ScanItem, Versioned};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-const APPLIED_INDEX_KEY: &[u8] = b"\x00applied_index";
-const VALUE_KIND_LIVE: u8 = 1;
-const VALUE_KIND_TOMBSTONE: u8 = 2;
-const VALUE_HEADER_BYTES: usize = 9;
+pub(super) const APPLIED_INDEX_KEY: &[u8] = b"\x00applied_index";
+pub(super) const VALUE_KIND_LIVE: u8 = 1;
+pub(super) const VALUE_KIND_TOMBSTONE: u8 = 2;
+pub(super) const VALUE_HEADER_BYTES: usize = 9;
 
 /// Storage failures of the state machine. They are fatal for the replica.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,8 @@ pub enum StoreError {
     },
     #[error("corrupted state machine value under key {key:02x?}: {reason}")]
     Corrupted { key: Vec<u8>, reason: String },
+    #[error("shard {shard}: {reason}")]
+    BadSnapshot { shard: ShardId, reason: String },
 }
 
 impl From<StoreError> for KvError {
@@ -62,9 +70,9 @@ impl From<StoreError> for KvError {
 /// The node's sled database.
 #[derive(Clone)]
 pub struct StateMachineDb {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     /// Where sled keeps its files; walked by `make_durable`.
-    dir: PathBuf,
+    dir: Arc<Path>,
 }
 
 impl StateMachineDb {
@@ -78,17 +86,37 @@ impl StateMachineDb {
             .open()?;
         Ok(StateMachineDb {
             db,
-            dir: dir.to_path_buf(),
+            dir: Arc::from(dir),
         })
     }
 
-    /// The tree of one shard replica.
-    pub fn shard(&self, shard: crate::ids::ShardId) -> Result<ShardStore, StoreError> {
-        let tree = self.db.open_tree(format!("shard-{:010}", shard.0))?;
-        let tombstones = self
-            .db
-            .open_tree(format!("shard-{:010}-tombstones", shard.0))?;
-        Ok(ShardStore { tree, tombstones })
+    /// The current generation of one shard replica's trees, and the snapshot it was
+    /// installed from (when it was). Trees of other generations (an interrupted or
+    /// superseded install) are dropped.
+    pub fn shard(&self, shard: ShardId) -> Result<(ShardStore, GenerationRecord), StoreError> {
+        let record = snapshot::read_generation(self, shard)?;
+        snapshot::drop_other_generations(self, shard, record.generation)?;
+        let store = self.open_generation(shard, record.generation)?;
+        Ok((store, record))
+    }
+
+    /// Opens (or creates) the trees of one generation of a shard.
+    pub(super) fn open_generation(
+        &self,
+        shard: ShardId,
+        generation: u64,
+    ) -> Result<ShardStore, StoreError> {
+        let name = snapshot::tree_name(shard, generation);
+        let tree = self.db.open_tree(&name)?;
+        let tombstones = self.db.open_tree(format!("{name}-tombstones"))?;
+        Ok(ShardStore {
+            tree,
+            tombstones,
+            shard,
+            generation,
+            db: self.clone(),
+            purge_floor: Arc::new(PurgeFloor::default()),
+        })
     }
 
     /// Makes everything applied so far durable: sled flush, then `sync_all` on every
@@ -127,9 +155,17 @@ pub type ApplyOutcome = Result<Revision, KvError>;
 /// One shard replica's tree.
 #[derive(Clone)]
 pub struct ShardStore {
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
     /// `revision ++ stored key` of every tombstone, for purging in revision order.
-    tombstones: sled::Tree,
+    pub(super) tombstones: sled::Tree,
+    pub(super) shard: ShardId,
+    /// Which generation of the shard's trees this is (see `storage::snapshot`).
+    pub(super) generation: u64,
+    /// The database, for staging and installing snapshots.
+    pub(super) db: StateMachineDb,
+    /// Snapshots being streamed from this tree, which tombstone purging must not
+    /// overtake (a stream reads the tree while it changes; see `storage::snapshot`).
+    pub(super) purge_floor: Arc<PurgeFloor>,
 }
 
 fn namespace_byte(namespace: Namespace) -> u8 {
@@ -154,7 +190,7 @@ fn encode_value(revision: Revision, value: &[u8]) -> Vec<u8> {
     stored
 }
 
-fn encode_tombstone(revision: Revision) -> Vec<u8> {
+pub(super) fn encode_tombstone(revision: Revision) -> Vec<u8> {
     let mut stored = Vec::with_capacity(VALUE_HEADER_BYTES);
     stored.push(VALUE_KIND_TOMBSTONE);
     stored.extend_from_slice(&revision.0.to_be_bytes());
@@ -162,7 +198,10 @@ fn encode_tombstone(revision: Revision) -> Vec<u8> {
 }
 
 /// Decodes a stored entry: its revision, and its value unless it is a tombstone.
-fn decode_value(key: &[u8], stored: &sled::IVec) -> Result<(Revision, Option<Bytes>), StoreError> {
+pub(super) fn decode_value(
+    key: &[u8],
+    stored: &[u8],
+) -> Result<(Revision, Option<Bytes>), StoreError> {
     let corrupted = |reason: &str| StoreError::Corrupted {
         key: key.to_vec(),
         reason: reason.to_string(),
@@ -183,7 +222,26 @@ fn decode_value(key: &[u8], stored: &sled::IVec) -> Result<(Revision, Option<Byt
     }
 }
 
+impl std::fmt::Debug for ShardStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStore")
+            .field("shard", &self.shard)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
 impl ShardStore {
+    /// The shard this tree belongs to.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// The generation of the shard's trees this store reads and writes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The last Raft index applied to this tree (0 for a new tree).
     pub fn applied_index(&self) -> Result<u64, StoreError> {
         match self.tree.get(APPLIED_INDEX_KEY)? {
@@ -323,7 +381,10 @@ impl ShardStore {
 
     /// Removes tombstones at or below `revision`. Called once the log is compacted
     /// there: replay never starts at or before it, so nothing needs them any more.
+    /// Tombstones above the start of a snapshot being streamed are kept until the
+    /// stream ends.
     pub fn purge_tombstones(&self, revision: u64) -> Result<u64, StoreError> {
+        let revision = self.purge_floor.clamp(revision);
         let end = revision.saturating_add(1).to_be_bytes();
         let mut purged = 0;
         for pair in self.tombstones.range(..end.as_slice()) {
@@ -393,7 +454,7 @@ mod tests {
     fn apply_checks_conditions_within_a_batch() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
-        let store = db.shard(ShardId(0)).unwrap();
+        let (store, _) = db.shard(ShardId(0)).unwrap();
         let outcomes = store
             .apply(&[
                 (1, None),
@@ -437,7 +498,7 @@ mod tests {
     fn replay_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
-        let store = db.shard(ShardId(3)).unwrap();
+        let (store, _) = db.shard(ShardId(3)).unwrap();
         let log = vec![
             (1, put("k", "a", Condition::Always)),
             (2, delete("k", Condition::Always)),
@@ -471,7 +532,7 @@ mod tests {
     fn replay_does_not_resurrect_deleted_keys() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
-        let store = db.shard(ShardId(4)).unwrap();
+        let (store, _) = db.shard(ShardId(4)).unwrap();
         let log = vec![
             (10, put("k", "first", Condition::Always)),
             (11, put("k", "rejected", Condition::Absent)),
@@ -518,7 +579,7 @@ mod tests {
     fn scan_pages_through_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
-        let store = db.shard(ShardId(1)).unwrap();
+        let (store, _) = db.shard(ShardId(1)).unwrap();
         let mut entries = Vec::new();
         for (index, key) in ["p/1", "p/2", "p/3", "q/1"].iter().enumerate() {
             entries.push((index as u64 + 1, put(key, "v", Condition::Always)));
@@ -553,7 +614,7 @@ mod tests {
     fn corrupted_value_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateMachineDb::open(dir.path(), 1 << 20).unwrap();
-        let store = db.shard(ShardId(2)).unwrap();
+        let (store, _) = db.shard(ShardId(2)).unwrap();
         store.tree.insert(b"\x01k", &b"\x07"[..]).unwrap();
         assert!(matches!(
             store.get(Namespace::Kv, b"k"),

@@ -54,6 +54,10 @@ pub struct ConfStateRecord {
     pub voters_outgoing: Vec<u64>,
     pub learners_next: Vec<u64>,
     pub auto_leave: bool,
+    /// Index of the configuration-change entry that produced this configuration (0
+    /// for the bootstrap one). Records written before this field existed read as 0.
+    #[serde(default)]
+    pub conf_index: u64,
 }
 
 /// Index and term of the last entry dropped by compaction.
@@ -68,7 +72,8 @@ pub struct CompactionRecord {
 pub struct GroupWrite {
     pub version: u8,
     pub group: GroupId,
-    pub conf_state: Option<ConfStateRecord>,
+    /// Boxed: rare, and large next to the rest.
+    pub conf_state: Option<Box<ConfStateRecord>>,
     pub compacted: Option<CompactionRecord>,
     pub entries: Vec<EntryRecord>,
     pub hard_state: Option<HardStateRecord>,
@@ -244,19 +249,19 @@ impl HardStateRecord {
     }
 }
 
-impl From<&ConfState> for ConfStateRecord {
-    fn from(state: &ConfState) -> ConfStateRecord {
+impl ConfStateRecord {
+    /// The record of `state`, produced by the entry at `conf_index`.
+    pub fn at(state: &ConfState, conf_index: u64) -> ConfStateRecord {
         ConfStateRecord {
             voters: state.voters.clone(),
             learners: state.learners.clone(),
             voters_outgoing: state.voters_outgoing.clone(),
             learners_next: state.learners_next.clone(),
             auto_leave: state.auto_leave,
+            conf_index,
         }
     }
-}
 
-impl ConfStateRecord {
     pub fn to_conf_state(&self) -> ConfState {
         ConfState {
             voters: self.voters.clone(),
@@ -340,7 +345,7 @@ impl RecoveredLogs {
                     let write = GroupWrite {
                         version: RECORD_FORMAT_VERSION,
                         group: metadata.group,
-                        conf_state: Some(metadata.conf_state),
+                        conf_state: Some(Box::new(metadata.conf_state)),
                         compacted: Some(metadata.compacted),
                         entries: Vec::new(),
                         hard_state: Some(metadata.hard_state),
@@ -378,24 +383,36 @@ impl RecoveredLogs {
 /// before them; the index the hole ends at is returned for the caller to check.
 pub fn apply_group_write(log: &mut GroupLog, write: &GroupWrite) -> Result<Option<u64>, String> {
     if let Some(conf_state) = &write.conf_state {
-        log.set_conf_state(conf_state.to_conf_state());
+        log.set_conf_state(conf_state.to_conf_state(), conf_state.conf_index);
     }
     if let Some(compacted) = write.compacted {
         let position = LogPosition {
             index: compacted.index,
             term: compacted.term,
         };
-        if compacted.index == log.truncated().index {
+        let truncated = log.truncated();
+        if compacted.index == truncated.index
+            && (truncated.term == 0 || truncated.term == compacted.term)
+        {
+            // The same point (its term unknown when the log was rebuilt after a
+            // hole).
             log.set_truncated_term(compacted.term);
-        } else if compacted.index > log.truncated().index {
-            if compacted.index <= log.last_index() {
+        } else if compacted.index >= truncated.index {
+            // A compaction point inside the log with the same term is the log's own
+            // checkpoint. Anything else is an installed snapshot: the entries the
+            // log holds (at or past the point) belong to a history the snapshot
+            // replaced, so they go.
+            let own = compacted.index <= log.last_index()
+                && raft::Storage::term(log, compacted.index).ok() == Some(compacted.term);
+            if own {
                 log.compact(compacted.index)
                     .map_err(|error| format!("compaction to {}: {error}", compacted.index))?;
             } else {
                 // The group jumped past its log (a snapshot was installed, or the
                 // entries up to here were in deleted segments).
                 let conf_state = log.conf_state().clone();
-                log.reset_to(position, conf_state);
+                let conf_index = log.conf_index();
+                log.reset_to(position, conf_state, conf_index);
             }
         }
     }
@@ -403,11 +420,12 @@ pub fn apply_group_write(log: &mut GroupLog, write: &GroupWrite) -> Result<Optio
     if let Some(first) = write.entries.first() {
         if first.index > log.last_index() + 1 {
             let conf_state = log.conf_state().clone();
+            let conf_index = log.conf_index();
             let start = LogPosition {
                 index: first.index - 1,
                 term: 0,
             };
-            log.reset_to(start, conf_state);
+            log.reset_to(start, conf_state, conf_index);
             gap = Some(first.index - 1);
         }
         let entries: Vec<Entry> = write.entries.iter().map(EntryRecord::to_entry).collect();
@@ -522,6 +540,35 @@ mod tests {
         assert_eq!(all.segment_max_index[&SegmentId(1)][&GroupId(1)], 6);
         assert_eq!(only_two.logs.len(), 1);
         assert_eq!(only_two.logs[&GroupId(2)].last_index(), 2);
+    }
+
+    /// Regression (found by the Raft simulation): replaying the record of a snapshot
+    /// installed over a log holding other entries at its index must drop those
+    /// entries, not keep them as if the snapshot were a local checkpoint; a
+    /// checkpoint inside the log (same term) keeps what follows it.
+    #[test]
+    fn installed_snapshot_replaces_a_conflicting_log() {
+        let mut log = GroupLog::default();
+        apply_group_write(&mut log, &write_with(1, 1..=10, 19)).unwrap();
+        let mut checkpoint = GroupWrite::new(GroupId(1));
+        checkpoint.compacted = Some(CompactionRecord { index: 4, term: 19 });
+        apply_group_write(&mut log, &checkpoint).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (5, 10));
+        let mut snapshot = GroupWrite::new(GroupId(1));
+        snapshot.compacted = Some(CompactionRecord { index: 8, term: 21 });
+        apply_group_write(&mut log, &snapshot).unwrap();
+        assert_eq!(log.truncated(), LogPosition { index: 8, term: 21 });
+        assert_eq!(log.last_index(), 8, "entries 9 and 10 of term 19 are gone");
+        let mut same_point = GroupWrite::new(GroupId(1));
+        same_point.compacted = Some(CompactionRecord { index: 8, term: 23 });
+        apply_group_write(&mut log, &write_with(1, 9..=9, 21)).unwrap();
+        apply_group_write(&mut log, &same_point).unwrap();
+        assert_eq!(log.truncated(), LogPosition { index: 8, term: 23 });
+        assert_eq!(
+            log.last_index(),
+            8,
+            "entry 9 of the replaced history is gone"
+        );
     }
 
     /// Proves garbage with a valid prefix is reported with its position, not applied.

@@ -1,0 +1,185 @@
+//! Read-only views of the node and the cluster as this node sees them: the cluster
+//! (nodes and, per shard, replicas, leader and epoch), this node's counters, its
+//! health, and its replicas' content checksums.
+
+use super::Router;
+use crate::ids::NodeId;
+use crate::kv::{
+    ClusterInfo, Health, KvError, NodeInfo, NodeStatus, ShardChecksum, ShardInfo, TransportStats,
+    WalStats,
+};
+use crate::log_writer::LogWriterMsg;
+use crate::node::registry::ShardSlot;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+impl Router {
+    /// The leader of a shard as this node knows it: its running replica's view,
+    /// else the last hint.
+    fn leader_of(&self, slot: &ShardSlot) -> Option<NodeId> {
+        slot.known_leader()
+    }
+
+    /// The cluster as this node sees it.
+    pub async fn cluster_info(&self) -> ClusterInfo {
+        let context = self.context();
+        let me = context.node_id;
+        let metadata = context.cluster.metadata();
+        let shards: Vec<ShardInfo> = context
+            .registry
+            .slots()
+            .iter()
+            .map(|slot| {
+                let placement = metadata
+                    .as_ref()
+                    .and_then(|metadata| metadata.shard(slot.shard).cloned())
+                    .unwrap_or_default();
+                let (voters, learners) = if slot.is_hosted() {
+                    slot.gauges.membership()
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                ShardInfo {
+                    id: slot.shard,
+                    replicas: placement.replicas,
+                    leader: self.leader_of(slot),
+                    epoch: placement.epoch,
+                    applied_index: slot.gauges.applied_index(),
+                    voters: voters.into_iter().map(NodeId).collect(),
+                    learners: learners.into_iter().map(NodeId).collect(),
+                }
+            })
+            .collect();
+        let status = &context.transport_status;
+        let nodes = metadata
+            .as_ref()
+            .map(|metadata| {
+                metadata
+                    .nodes
+                    .iter()
+                    .map(|node| NodeInfo {
+                        id: node.id,
+                        state: node.state.as_str().to_string(),
+                        http: node.addresses.http.clone(),
+                        admin: node.addresses.admin.clone(),
+                        cluster: node.addresses.cluster.clone(),
+                        gossip: node.addresses.gossip.clone(),
+                        replicas: shards
+                            .iter()
+                            .filter(|shard| shard.replicas.contains(&node.id))
+                            .count() as u32,
+                        leaders: shards
+                            .iter()
+                            .filter(|shard| shard.leader == Some(node.id))
+                            .count() as u32,
+                        reachable: node.id == me || status.is_reachable(node.id),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterInfo {
+            cluster_id: context.cluster_id.clone(),
+            shard_count: context.registry.shard_count(),
+            replication_factor: metadata
+                .as_ref()
+                .map_or(1, |metadata| metadata.replication_factor),
+            nodes,
+            shards,
+        }
+    }
+
+    /// This node's counters.
+    pub async fn status(&self) -> NodeStatus {
+        let context = self.context();
+        let registry = &context.registry;
+        let mut wal = WalStats::default();
+        if let Some(writer) = registry.log_writer() {
+            let (reply, stats) = oneshot::channel();
+            if writer.send_message(LogWriterMsg::Stats { reply }).is_ok() {
+                if let Ok(Ok(stats)) = tokio::time::timeout(Duration::from_secs(2), stats).await {
+                    wal = stats;
+                }
+            }
+        }
+        wal.checkpoints_total = registry.checkpoints_total();
+        let slots = registry.slots();
+        let status = &context.transport_status;
+        let peers = status.peers();
+        NodeStatus {
+            node_id: context.node_id,
+            cluster_id: context.cluster_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: context.started_at.elapsed().as_secs(),
+            shard_count: registry.shard_count(),
+            shards_hosted: slots.iter().filter(|slot| slot.is_hosted()).count() as u32,
+            shards_serving: slots.iter().filter(|slot| slot.actor().is_some()).count() as u32,
+            shards_leading: slots
+                .iter()
+                .filter(|slot| {
+                    slot.actor().is_some() && slot.gauges.leader() == Some(context.node_id.0)
+                })
+                .count() as u32,
+            shard_restarts_total: registry.restarts_total(),
+            wal,
+            transport: TransportStats {
+                peers: peers.len() as u32,
+                peers_reachable: peers.values().filter(|peer| peer.reachable).count() as u32,
+                frames_sent_total: status.frames_sent_total.load(Ordering::Relaxed),
+                frames_received_total: status.frames_received_total.load(Ordering::Relaxed),
+                frames_rejected_total: status.frames_rejected_total.load(Ordering::Relaxed),
+                items_dropped_total: status.items_dropped_total.load(Ordering::Relaxed),
+                calls_total: status.calls_total.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Whether this node serves: a LogWriter runs and its WAL has not failed, and
+    /// every shard hosted here has a running replica that knows its leader.
+    pub async fn health(&self) -> Health {
+        let context = self.context();
+        let registry = &context.registry;
+        let hosted: Vec<&ShardSlot> = registry
+            .slots()
+            .iter()
+            .filter(|slot| slot.is_hosted())
+            .collect();
+        let without_leader = hosted
+            .iter()
+            .filter(|slot| slot.actor().is_none() || slot.gauges.leader().is_none())
+            .count() as u32;
+        Health {
+            serving: without_leader == 0
+                && registry.log_writer().is_some()
+                && !registry.wal_failed()
+                && !self.is_closed(),
+            node_id: context.node_id,
+            shards_total: registry.shard_count(),
+            shards_hosted: hosted.len() as u32,
+            shards_without_leader: without_leader,
+        }
+    }
+
+    /// A content checksum of every replica hosted here, with its applied index. Two
+    /// replicas of a shard hold the same data when both agree.
+    pub async fn shard_checksums(&self) -> Result<Vec<ShardChecksum>, KvError> {
+        let mut checksums = Vec::new();
+        for slot in self.context().registry.slots() {
+            if !slot.is_hosted() {
+                continue;
+            }
+            let store = slot.store();
+            let applied_index = slot.gauges.applied_index();
+            let checksum = tokio::task::spawn_blocking(move || store.checksum())
+                .await
+                .map_err(|error| KvError::Storage(error.to_string()))??;
+            checksums.push(ShardChecksum {
+                shard: slot.shard,
+                applied_index,
+                checksum,
+                leader: self.leader_of(slot),
+            });
+        }
+        Ok(checksums)
+    }
+}

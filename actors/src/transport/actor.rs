@@ -1,0 +1,544 @@
+//! The Transport actor: batches outgoing traffic per peer, hands incoming frames to
+//! the node's [`Inbox`], keeps sessions to every known peer alive (dialing them with
+//! backoff), answers joins through the [`ClusterState`], and spreads newer cluster
+//! metadata.
+//!
+//! Batching: every input that queues something schedules one `Flush` to the actor
+//! itself, so everything already in the mailbox joins the same frames.
+
+use super::peer::Peer;
+use super::wire::{PeerFrame, PeerItem, PeerRequest, PeerResponse, RaftMessageRecord};
+use super::{group_name, CallError, CallReply, Inbox, PeerStatus, TransportMsg, TransportStatus};
+use crate::ids::NodeId;
+use crate::kv::KvError;
+use crate::node::cluster_state::ClusterState;
+use crate::shard::replica::SnapshotAck;
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus};
+use ractor_cluster::NodeServerMessage;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How often the Transport dials, sends keepalives and expires calls.
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// A peer gets at least one frame this often, so it can tell we are alive and see
+/// our metadata revision.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// Metadata is offered to or asked of one peer at most this often.
+const METADATA_RESEND_INTERVAL: Duration = Duration::from_secs(1);
+/// Calls waiting for an answer, at most; more are refused.
+const CALLS_PENDING_MAX: usize = 65_536;
+/// Requests from peers being executed here at once, at most; more are refused.
+const REQUESTS_RUNNING_MAX: usize = 16_384;
+
+pub struct TransportArgs {
+    pub node_id: NodeId,
+    pub cluster: Arc<ClusterState>,
+    pub node_server: ActorRef<NodeServerMessage>,
+    pub status: Arc<TransportStatus>,
+}
+
+struct PendingCall {
+    to: NodeId,
+    reply: CallReply,
+    deadline: Instant,
+}
+
+pub struct TransportState {
+    node_id: NodeId,
+    /// Random per start; peers restart their sequences towards us when it changes.
+    instance: u64,
+    cluster: Arc<ClusterState>,
+    node_server: ActorRef<NodeServerMessage>,
+    status: Arc<TransportStatus>,
+    inbox: Option<Arc<dyn Inbox>>,
+    peers: HashMap<NodeId, Peer>,
+    /// The live reference to each peer's Transport, when a session exists.
+    remotes: HashMap<NodeId, ActorRef<TransportMsg>>,
+    calls: HashMap<u64, PendingCall>,
+    next_call: u64,
+    /// Requests from peers being executed.
+    requests_running: Arc<std::sync::atomic::AtomicUsize>,
+    snapshot_streams: HashMap<u64, mpsc::Sender<SnapshotAck>>,
+    flush_scheduled: bool,
+    last_keepalive: Instant,
+    timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct TransportActor;
+
+impl Actor for TransportActor {
+    type Msg = TransportMsg;
+    type State = TransportState;
+    type Arguments = TransportArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(group_name(args.node_id), vec![myself.get_cell()]);
+        let timer = myself.send_interval(TICK_INTERVAL, || TransportMsg::Tick);
+        Ok(TransportState {
+            node_id: args.node_id,
+            instance: rand::random::<u64>() | 1,
+            cluster: args.cluster,
+            node_server: args.node_server,
+            status: args.status,
+            inbox: None,
+            peers: HashMap::new(),
+            remotes: HashMap::new(),
+            calls: HashMap::new(),
+            next_call: 0,
+            requests_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            snapshot_streams: HashMap::new(),
+            flush_scheduled: false,
+            last_keepalive: Instant::now(),
+            timer: Some(timer),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        for (_, call) in state.calls.drain() {
+            let _ = call.reply.send(Err(CallError::Closed));
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TransportMsg::SendRaft { group, messages } => {
+                for message in messages {
+                    let to = NodeId(message.to);
+                    let item = PeerItem::Raft {
+                        group,
+                        message: RaftMessageRecord::from(&message),
+                    };
+                    state.queue(to, item);
+                }
+            }
+            TransportMsg::SendSnapshotChunk { to, group, chunk } => {
+                let item = PeerItem::SnapshotChunk {
+                    group,
+                    chunk: (&chunk).into(),
+                };
+                state.queue(to, item);
+            }
+            TransportMsg::SendSnapshotAck { to, group, ack } => {
+                state.queue(to, PeerItem::snapshot_ack(group, ack));
+            }
+            TransportMsg::WatchSnapshotStream { stream, acks } => {
+                state.snapshot_streams.insert(stream, acks);
+            }
+            TransportMsg::ForgetSnapshotStream { stream } => {
+                state.snapshot_streams.remove(&stream);
+            }
+            TransportMsg::Call {
+                to,
+                request,
+                timeout,
+                wait_for_connection,
+                reply,
+            } => state.call(to, request, timeout, wait_for_connection, reply),
+            TransportMsg::AddPeer { node, address } => state.add_peer(node, address),
+            TransportMsg::Attach(inbox) => state.inbox = Some(inbox),
+            TransportMsg::Flush => {
+                state.flush_scheduled = false;
+                state.flush();
+            }
+            TransportMsg::Tick => state.tick(&myself),
+            TransportMsg::Dialed { node, succeeded } => {
+                if let Some(peer) = state.peers.get_mut(&node) {
+                    peer.dialed(succeeded, Instant::now());
+                }
+            }
+            TransportMsg::Respond { to, id, response } => {
+                state.queue(to, PeerItem::Response { id, response });
+            }
+            TransportMsg::Frame(bytes) => state.receive(&myself, &bytes),
+        }
+        if !state.flush_scheduled && state.peers.values().any(Peer::has_pending) {
+            state.flush_scheduled = true;
+            myself.send_message(TransportMsg::Flush)?;
+        }
+        Ok(())
+    }
+}
+
+impl TransportState {
+    fn peer(&mut self, node: NodeId) -> &mut Peer {
+        self.peers
+            .entry(node)
+            .or_insert_with(|| Peer::new(node, Instant::now()))
+    }
+
+    fn queue(&mut self, to: NodeId, item: PeerItem) {
+        if to == self.node_id || to == NodeId(0) {
+            return;
+        }
+        if self.peer(to).queue(item).is_err() {
+            TransportStatus::count(&self.status.items_dropped_total, 1);
+        }
+    }
+
+    fn add_peer(&mut self, node: NodeId, address: String) {
+        if node == self.node_id || address.is_empty() {
+            return;
+        }
+        let peer = self.peer(node);
+        if peer.address.as_deref() != Some(address.as_str()) {
+            peer.address = Some(address);
+            peer.dial.next_attempt = Instant::now();
+        }
+    }
+
+    fn call(
+        &mut self,
+        to: NodeId,
+        request: PeerRequest,
+        timeout: Duration,
+        wait_for_connection: bool,
+        reply: CallReply,
+    ) {
+        let now = Instant::now();
+        let reachable = self.remote(to).is_some() && self.peer(to).is_reachable(now);
+        if (!reachable && !wait_for_connection) || self.calls.len() >= CALLS_PENDING_MAX {
+            let _ = reply.send(Err(CallError::Unreachable(to)));
+            return;
+        }
+        self.next_call += 1;
+        let id = self.next_call;
+        let timeout_ms = timeout.as_millis().min(u128::from(u32::MAX)) as u32;
+        if self
+            .peer(to)
+            .queue(PeerItem::Request {
+                id,
+                timeout_ms,
+                request,
+            })
+            .is_err()
+        {
+            let _ = reply.send(Err(CallError::Unreachable(to)));
+            return;
+        }
+        TransportStatus::count(&self.status.calls_total, 1);
+        self.calls.insert(
+            id,
+            PendingCall {
+                to,
+                reply,
+                deadline: now + timeout,
+            },
+        );
+    }
+
+    /// The live reference to `node`'s Transport: the cached one while it runs, else
+    /// one found in the node's process group.
+    fn remote(&mut self, node: NodeId) -> Option<ActorRef<TransportMsg>> {
+        if let Some(remote) = self.remotes.get(&node) {
+            if remote.get_status() == ActorStatus::Running {
+                return Some(remote.clone());
+            }
+            self.remotes.remove(&node);
+        }
+        let cell = ractor::pg::get_members(&group_name(node))
+            .into_iter()
+            .filter(|cell| !cell.get_id().is_local() && cell.get_status() == ActorStatus::Running)
+            .max_by_key(|cell| cell.get_id().pid())?;
+        let remote: ActorRef<TransportMsg> = cell.into();
+        self.remotes.insert(node, remote.clone());
+        self.peer(node).reset_session();
+        Some(remote)
+    }
+
+    /// Sends every peer's queued items as frames.
+    fn flush(&mut self) {
+        let revision = self.cluster.revision();
+        let nodes: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.has_pending())
+            .map(|(node, _)| *node)
+            .collect();
+        for node in nodes {
+            let Some(remote) = self.remote(node) else {
+                // No session: Raft messages go (Raft retransmits), the rest waits
+                // for the dial in progress, bounded by the outbox.
+                let dropped = self.peer(node).drop_raft();
+                TransportStatus::count(&self.status.items_dropped_total, dropped);
+                continue;
+            };
+            let (from, instance) = (self.node_id, self.instance);
+            let peer = self.peer(node);
+            let dropped_before = peer.dropped_total;
+            let frames = peer.take_frames(from, instance, revision);
+            let dropped = peer.dropped_total - dropped_before;
+            TransportStatus::count(&self.status.items_dropped_total, dropped);
+            for frame in frames {
+                if remote.send_message(TransportMsg::Frame(frame)).is_err() {
+                    self.remotes.remove(&node);
+                    break;
+                }
+                TransportStatus::count(&self.status.frames_sent_total, 1);
+            }
+        }
+    }
+
+    fn tick(&mut self, myself: &ActorRef<TransportMsg>) {
+        let now = Instant::now();
+        // Peers from the metadata, so a restarted node redials everyone it knew.
+        if let Some(metadata) = self.cluster.metadata() {
+            for node in &metadata.nodes {
+                if node.id != self.node_id
+                    && self
+                        .peers
+                        .get(&node.id)
+                        .and_then(|peer| peer.address.as_ref())
+                        != Some(&node.addresses.cluster)
+                {
+                    self.add_peer(node.id, node.addresses.cluster.clone());
+                }
+            }
+        }
+        let nodes: Vec<NodeId> = self.peers.keys().copied().collect();
+        for node in &nodes {
+            let connected = self.remote(*node).is_some();
+            let peer = self.peer(*node);
+            if !connected && !peer.dial.in_progress && now >= peer.dial.next_attempt {
+                if let Some(address) = peer.address.clone() {
+                    peer.dial.in_progress = true;
+                    let node_server = self.node_server.clone();
+                    let transport = myself.clone();
+                    let node = *node;
+                    tokio::spawn(async move {
+                        let attempt = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            ractor_cluster::client_connect(&node_server, address.as_str()),
+                        )
+                        .await;
+                        let succeeded = matches!(attempt, Ok(Ok(())));
+                        let _ = transport.send_message(TransportMsg::Dialed { node, succeeded });
+                    });
+                }
+            }
+        }
+        if now.duration_since(self.last_keepalive) >= KEEPALIVE_INTERVAL {
+            self.last_keepalive = now;
+            for node in &nodes {
+                if self.remotes.contains_key(node) {
+                    // An empty item list still carries acks and the revision.
+                    self.peer(*node).queue_keepalive();
+                }
+            }
+        }
+        let expired: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| call.deadline <= now || call.reply.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(call) = self.calls.remove(&id) {
+                let _ = call.reply.send(Err(CallError::Timeout(call.to)));
+            }
+        }
+        self.snapshot_streams.retain(|_, acks| !acks.is_closed());
+        let statuses = self
+            .peers
+            .iter()
+            .map(|(node, peer)| {
+                (
+                    *node,
+                    PeerStatus {
+                        reachable: self.remotes.contains_key(node) && peer.is_reachable(now),
+                        frames_in_flight: peer.frames_in_flight() as u64,
+                        dropped_total: peer.dropped_total,
+                    },
+                )
+            })
+            .collect();
+        self.status.publish(statuses);
+    }
+
+    /// Handles a frame from a peer.
+    fn receive(&mut self, myself: &ActorRef<TransportMsg>, bytes: &[u8]) {
+        let frame = match PeerFrame::decode(bytes) {
+            Ok(frame) => frame,
+            Err(error) => {
+                TransportStatus::count(&self.status.frames_rejected_total, 1);
+                tracing::warn!(%error, "frame from a peer refused");
+                return;
+            }
+        };
+        TransportStatus::count(&self.status.frames_received_total, 1);
+        let from = frame.from;
+        let now = Instant::now();
+        let instance = self.instance;
+        let restarted = self.peer(from).received(&frame, instance, now);
+        if restarted {
+            tracing::debug!(peer = from.0, "peer transport (re)started");
+        }
+        self.reconcile_metadata(from, frame.metadata_revision, now);
+        for item in frame.items {
+            self.receive_item(myself, from, item);
+        }
+    }
+
+    /// Offers our metadata to a peer that is behind, or asks a peer that is ahead.
+    fn reconcile_metadata(&mut self, from: NodeId, their_revision: u64, now: Instant) {
+        let ours = self.cluster.revision();
+        let recently = |at: Option<Instant>| {
+            at.is_some_and(|at| now.duration_since(at) < METADATA_RESEND_INTERVAL)
+        };
+        if their_revision > ours {
+            let peer = self.peer(from);
+            if !recently(peer.metadata_asked) {
+                peer.metadata_asked = Some(now);
+                let _ = peer.queue(PeerItem::MetadataWanted);
+            }
+        } else if their_revision < ours {
+            let sent_recently = self
+                .peer(from)
+                .metadata_sent
+                .is_some_and(|(revision, at)| revision == ours && recently(Some(at)));
+            if !sent_recently {
+                self.offer_metadata(from, now);
+            }
+        }
+    }
+
+    fn offer_metadata(&mut self, to: NodeId, now: Instant) {
+        if let Some(metadata) = self.cluster.metadata() {
+            let peer = self.peer(to);
+            peer.metadata_sent = Some((metadata.revision, now));
+            let _ = peer.queue(PeerItem::Metadata(Box::new((*metadata).clone())));
+        }
+    }
+
+    fn receive_item(&mut self, myself: &ActorRef<TransportMsg>, from: NodeId, item: PeerItem) {
+        match item {
+            PeerItem::Raft { group, message } => match (message.to_message(), &self.inbox) {
+                (Ok(message), Some(inbox)) => inbox.raft(from, group, message),
+                (Ok(_), None) => {}
+                (Err(error), _) => {
+                    TransportStatus::count(&self.status.frames_rejected_total, 1);
+                    tracing::warn!(peer = from.0, %error, "raft message refused");
+                }
+            },
+            PeerItem::SnapshotChunk { group, chunk } => match (chunk.into_chunk(), &self.inbox) {
+                (Ok(chunk), Some(inbox)) => inbox.snapshot_chunk(from, group, chunk),
+                (Ok(_), None) => {}
+                (Err(error), _) => {
+                    tracing::warn!(peer = from.0, %error, "snapshot chunk refused");
+                }
+            },
+            PeerItem::SnapshotAck {
+                stream,
+                sequence,
+                accepted,
+                ..
+            } => {
+                if let Some(acks) = self.snapshot_streams.get(&stream) {
+                    let _ = acks.try_send(SnapshotAck {
+                        stream,
+                        sequence,
+                        accepted,
+                    });
+                }
+            }
+            PeerItem::Request {
+                id,
+                timeout_ms,
+                request,
+            } => self.execute(myself, from, id, timeout_ms, request),
+            PeerItem::Response { id, response } => {
+                if let Some(call) = self.calls.remove(&id) {
+                    let _ = call.reply.send(Ok(response));
+                }
+            }
+            PeerItem::Metadata(metadata) => {
+                let addresses: Vec<(NodeId, String)> = metadata
+                    .nodes
+                    .iter()
+                    .map(|node| (node.id, node.addresses.cluster.clone()))
+                    .collect();
+                match self.cluster.install(*metadata) {
+                    Ok(true) => {
+                        for (node, address) in addresses {
+                            self.add_peer(node, address);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(peer = from.0, %error, "cluster metadata refused");
+                    }
+                }
+            }
+            PeerItem::MetadataWanted => self.offer_metadata(from, Instant::now()),
+        }
+    }
+
+    /// Executes a peer's request and queues the answer when it is ready.
+    fn execute(
+        &mut self,
+        myself: &ActorRef<TransportMsg>,
+        from: NodeId,
+        id: u64,
+        timeout_ms: u32,
+        request: PeerRequest,
+    ) {
+        if let PeerRequest::Join { node } = request {
+            let address = node.addresses.cluster.clone();
+            let response = self.cluster.join(node);
+            if matches!(response, PeerResponse::Joined(_)) {
+                self.add_peer(from, address);
+            }
+            self.queue(from, PeerItem::Response { id, response });
+            return;
+        }
+        let Some(inbox) = self.inbox.clone() else {
+            let response = PeerResponse::Failed(KvError::NotLeader {
+                shard: crate::ids::ShardId(0),
+                hint: None,
+            });
+            self.queue(from, PeerItem::Response { id, response });
+            return;
+        };
+        let running = Arc::clone(&self.requests_running);
+        if running.fetch_add(1, Ordering::AcqRel) >= REQUESTS_RUNNING_MAX {
+            running.fetch_sub(1, Ordering::AcqRel);
+            let response = PeerResponse::Failed(KvError::Unavailable {
+                shard: crate::ids::ShardId(0),
+                reason: "too many forwarded requests in flight on this node".into(),
+                retry_after_ms: 100,
+            });
+            self.queue(from, PeerItem::Response { id, response });
+            return;
+        }
+        let transport = myself.clone();
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        tokio::spawn(async move {
+            let response = inbox.request(from, request, timeout).await;
+            running.fetch_sub(1, Ordering::AcqRel);
+            let _ = transport.send_message(TransportMsg::Respond {
+                to: from,
+                id,
+                response,
+            });
+        });
+    }
+}
