@@ -178,6 +178,9 @@ pub struct ShardInfo {
     pub epoch: u64,
     /// Highest Raft index applied to the state machine on this node.
     pub applied_index: u64,
+    /// Highest index compacted out of this node's log of the shard: a replica
+    /// further behind catches up from a snapshot.
+    pub compacted_index: u64,
     /// The group's voters as this node's replica knows them (empty when the node
     /// hosts no replica of the shard).
     pub voters: Vec<NodeId>,
@@ -240,6 +243,10 @@ pub struct NodeStatus {
     pub shards_leading: u32,
     /// Shard actors restarted by the supervisor since start.
     pub shard_restarts_total: u64,
+    /// Snapshot streams this node completed to lagging replicas.
+    pub snapshots_sent_total: u64,
+    /// Snapshots this node's replicas installed.
+    pub snapshots_installed_total: u64,
     pub wal: WalStats,
     pub transport: TransportStats,
 }

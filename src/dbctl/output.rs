@@ -283,6 +283,14 @@ pub fn status_table(status: &NodeStatus) -> String {
             "shard_restarts_total",
             status.shard_restarts_total.to_string(),
         ),
+        (
+            "snapshots_sent_total",
+            status.snapshots_sent_total.to_string(),
+        ),
+        (
+            "snapshots_installed_total",
+            status.snapshots_installed_total.to_string(),
+        ),
         ("wal_segments", status.wal.segments.to_string()),
         ("wal_bytes", status.wal.bytes.to_string()),
         ("wal_fsyncs_total", status.wal.fsyncs_total.to_string()),

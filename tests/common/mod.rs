@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod admin_node;
+pub mod cluster;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub struct NodeProcess {
     pub cluster: SocketAddr,
     pub gossip: SocketAddr,
     extra_args: Vec<String>,
+    environment: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -46,25 +48,33 @@ impl NodeProcess {
             cluster: free_tcp_address(),
             gossip: free_udp_address(),
             extra_args: Vec::new(),
+            environment: Vec::new(),
             child: None,
         }
     }
 
-    /// Adds flags passed on every start.
-    pub fn with_args(mut self, args: &[&str]) -> NodeProcess {
-        self.extra_args = args.iter().map(|arg| arg.to_string()).collect();
+    /// Adds environment variables set on every start (settings without flags,
+    /// such as `MIMORI_COMPACT_AFTER_ENTRIES`).
+    pub fn with_env(mut self, pairs: &[(&str, &str)]) -> NodeProcess {
+        self.environment = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         self
     }
 
-    /// Starts the process and waits until `/health` answers 200.
-    pub fn start(&mut self) {
+    /// Starts the process without waiting for it to serve.
+    pub fn spawn(&mut self) {
         assert!(
             self.child.is_none(),
             "node {} already running",
             self.node_id
         );
-        let log = std::fs::File::create(self.data_dir.with_extension("log"))
-            .expect("create the node's log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("open the node's log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mimorid"))
             .arg("--node-id")
             .arg(self.node_id.to_string())
@@ -79,6 +89,7 @@ impl NodeProcess {
             .arg("--gossip")
             .arg(self.gossip.to_string())
             .args(&self.extra_args)
+            .envs(self.environment.iter().map(|(name, value)| (name, value)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,7 +97,44 @@ impl NodeProcess {
             .spawn()
             .expect("spawn mimorid");
         self.child = Some(child);
-        self.wait_until_healthy(Duration::from_secs(30));
+    }
+
+    /// Whether the process runs (was started and has not exited or been killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// SIGSTOP: the process freezes (as in a long GC pause or a hung VM).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT: a paused process carries on.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Adds flags passed on every start.
+    pub fn with_args(mut self, args: &[&str]) -> NodeProcess {
+        self.extra_args = args.iter().map(|arg| arg.to_string()).collect();
+        self
+    }
+
+    /// Starts the process and waits until `/health` answers 200.
+    pub fn start(&mut self) {
+        self.spawn();
+        self.wait_until_healthy(Duration::from_secs(60));
     }
 
     /// Polls `/health` until it answers 200; panics with the node's log otherwise.
@@ -175,4 +223,46 @@ pub fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
     let line = response.split(|byte| *byte == b'\r').next()?;
     let line = std::str::from_utf8(line).ok()?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One blocking GET over a raw socket, returning the body of a 200 answer (used
+/// to poll views without an async runtime). Handles chunked bodies.
+pub fn http_get(address: SocketAddr, path: &str) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&response[..split])
+        .ok()?
+        .to_ascii_lowercase();
+    if head.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    let body = &response[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Some(body.to_vec());
+    }
+    let mut decoded = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|window| window == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(decoded);
+        }
+        decoded.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
 }

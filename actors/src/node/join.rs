@@ -124,7 +124,11 @@ async fn join_through(
             }
             Ok(PeerResponse::Failed(error)) => return Err(Attempt::Failed(error.to_string())),
             Ok(other) => return Err(Attempt::Failed(format!("unexpected answer {other:?}"))),
-            Err(CallError::Timeout(peer) | CallError::Unreachable(peer)) => {
+            Err(
+                CallError::Timeout(peer)
+                | CallError::Unreachable(peer)
+                | CallError::ConnectionLost(peer),
+            ) => {
                 return Err(Attempt::Failed(format!(
                     "node {peer} at {address} did not answer"
                 )))

@@ -139,6 +139,10 @@ pub struct ShardRegistry {
     restarts_total: AtomicU64,
     /// Checkpoints completed since the node started.
     checkpoints_total: AtomicU64,
+    /// Snapshot streams completed to lagging replicas since the node started.
+    snapshots_sent_total: AtomicU64,
+    /// Snapshots installed by local replicas since the node started.
+    snapshots_installed_total: AtomicU64,
     /// Set by the WAL writer after a failed write or sync: nothing can be made
     /// durable any more, so the node does not serve.
     pub wal_failed: Arc<AtomicBool>,
@@ -170,6 +174,8 @@ impl ShardRegistry {
             transport,
             restarts_total: AtomicU64::new(0),
             checkpoints_total: AtomicU64::new(0),
+            snapshots_sent_total: AtomicU64::new(0),
+            snapshots_installed_total: AtomicU64::new(0),
             wal_failed: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -218,5 +224,22 @@ impl ShardRegistry {
 
     pub(crate) fn count_checkpoint(&self) {
         self.checkpoints_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshots_sent_total(&self) -> u64 {
+        self.snapshots_sent_total.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_snapshot_sent(&self) {
+        self.snapshots_sent_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshots_installed_total(&self) -> u64 {
+        self.snapshots_installed_total.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_snapshot_installed(&self) {
+        self.snapshots_installed_total
+            .fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -119,11 +119,21 @@ impl Router {
                         slot.forget_leader_hint(node);
                         self.unavailable(slot.shard, &format!("node {node} is unreachable"))
                     }
-                    Err(CallError::Timeout(node)) if idempotent => {
+                    Err(CallError::Timeout(node) | CallError::ConnectionLost(node))
+                        if idempotent =>
+                    {
                         slot.forget_leader_hint(node);
                         self.timeout()
                     }
                     Err(CallError::Timeout(_)) => return Err(self.timeout()),
+                    Err(CallError::ConnectionLost(node)) => {
+                        slot.forget_leader_hint(node);
+                        return Err(KvError::Unavailable {
+                            shard: slot.shard,
+                            reason: format!("node {node} went away while the request was in flight; a write may or may not have been applied"),
+                            retry_after_ms: 500,
+                        });
+                    }
                     Err(CallError::Closed) => return Err(KvError::ShuttingDown),
                 },
                 Target::Wait(error) => error,

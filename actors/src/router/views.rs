@@ -46,6 +46,7 @@ impl Router {
                     leader: self.leader_of(slot),
                     epoch: placement.epoch,
                     applied_index: slot.gauges.applied_index(),
+                    compacted_index: slot.gauges.compacted_index(),
                     voters: voters.into_iter().map(NodeId).collect(),
                     learners: learners.into_iter().map(NodeId).collect(),
                 }
@@ -121,6 +122,8 @@ impl Router {
                 })
                 .count() as u32,
             shard_restarts_total: registry.restarts_total(),
+            snapshots_sent_total: registry.snapshots_sent_total(),
+            snapshots_installed_total: registry.snapshots_installed_total(),
             wal,
             transport: TransportStats {
                 peers: peers.len() as u32,

@@ -234,8 +234,11 @@ fn perform(
                 tokio::spawn(async move {
                     let outcome =
                         stream_snapshot(&registry, group, to, stream, *message, source).await;
-                    if let Err(reason) = &outcome {
-                        tracing::warn!(shard = shard.0, to = to.0, %reason, "snapshot stream failed");
+                    match &outcome {
+                        Ok(()) => registry.count_snapshot_sent(),
+                        Err(reason) => {
+                            tracing::warn!(shard = shard.0, to = to.0, %reason, "snapshot stream failed");
+                        }
                     }
                     let _ = replica.send_message(ShardReplicaMsg::SnapshotSent {
                         to,
@@ -250,6 +253,7 @@ fn perform(
                 }
             }
             Effect::StoreReplaced(store) => {
+                state.registry.count_snapshot_installed();
                 if let Some(slot) = state.registry.slot(shard) {
                     slot.set_store(store);
                 }

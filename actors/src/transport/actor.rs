@@ -44,6 +44,9 @@ struct PendingCall {
     to: NodeId,
     reply: CallReply,
     deadline: Instant,
+    /// Fails as soon as the peer goes away (calls that did not wait for a
+    /// connection: they were sent to a live session).
+    fail_fast: bool,
 }
 
 pub struct TransportState {
@@ -242,6 +245,7 @@ impl TransportState {
                 to,
                 reply,
                 deadline: now + timeout,
+                fail_fast: !wait_for_connection,
             },
         );
     }
@@ -345,15 +349,30 @@ impl TransportState {
                 }
             }
         }
-        let expired: Vec<u64> = self
+        // Calls whose peer went away fail now rather than at their deadline, so a
+        // client learns at once that the outcome is unknown and can move on.
+        let lost: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(node, peer)| !self.remotes.contains_key(node) || !peer.is_reachable(now))
+            .map(|(node, _)| *node)
+            .collect();
+        let finished: Vec<(u64, CallError)> = self
             .calls
             .iter()
-            .filter(|(_, call)| call.deadline <= now || call.reply.is_closed())
-            .map(|(id, _)| *id)
+            .filter_map(|(id, call)| {
+                if call.deadline <= now || call.reply.is_closed() {
+                    Some((*id, CallError::Timeout(call.to)))
+                } else if call.fail_fast && lost.contains(&call.to) {
+                    Some((*id, CallError::ConnectionLost(call.to)))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for id in expired {
+        for (id, error) in finished {
             if let Some(call) = self.calls.remove(&id) {
-                let _ = call.reply.send(Err(CallError::Timeout(call.to)));
+                let _ = call.reply.send(Err(error));
             }
         }
         self.snapshot_streams.retain(|_, acks| !acks.is_closed());

@@ -55,6 +55,10 @@ pub enum CallError {
     /// Sent, but no answer in time: the request may or may not have been executed.
     #[error("node {0} did not answer in time")]
     Timeout(NodeId),
+    /// Sent, but the peer went away (its session closed, or it fell silent) before
+    /// answering: the request may or may not have been executed.
+    #[error("node {0} went away before answering")]
+    ConnectionLost(NodeId),
     /// The Transport is stopping.
     #[error("the transport is stopping")]
     Closed,

@@ -1,0 +1,259 @@
+//! A cluster of real `mimorid` processes on 127.0.0.1 for black-box tests: node 1
+//! bootstraps, the others join through node 1's gossip address, and the harness
+//! waits until every shard has all its voters and a leader. Plus the HTTP helpers
+//! the cluster tests share (writes that remember what was acknowledged, reads that
+//! check it) and the views they poll.
+
+use super::NodeProcess;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Shards of a test cluster: enough to spread keys, few enough for two cores.
+pub const TEST_SHARDS: u32 = 16;
+
+/// N real nodes sharing a temporary directory.
+pub struct Cluster {
+    pub nodes: Vec<NodeProcess>,
+    _dir: tempfile::TempDir,
+}
+
+/// What was acknowledged for one key: its value and revision.
+pub type Acknowledged = BTreeMap<String, (String, u64)>;
+
+impl Cluster {
+    /// Starts `count` nodes with `environment` set on each, and waits until every
+    /// shard has `count.min(3)` voters and a leader known to every node.
+    pub fn start(count: u64, environment: &[(&str, &str)]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut nodes: Vec<NodeProcess> = Vec::new();
+        for id in 1..=count {
+            let mut node =
+                NodeProcess::new(id, &dir.path().join(format!("node{id}"))).with_env(environment);
+            let mut args = vec!["--shard-count".to_string(), TEST_SHARDS.to_string()];
+            if let Some(first) = nodes.first() {
+                args.push("--join".into());
+                args.push(first.gossip.to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            node = node.with_args(&args);
+            node.start();
+            nodes.push(node);
+        }
+        let cluster = Cluster { nodes, _dir: dir };
+        cluster.wait_replicated(count.min(3) as usize, Duration::from_secs(90));
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProcess {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Waits until, on every running node, every shard has `voters` voters, no
+    /// learners and a leader. Panics with the last view and the logs otherwise.
+    pub fn wait_replicated(&self, voters: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let ready = self.nodes.iter().all(|node| match cluster_view(node) {
+                None => false,
+                Some(view) => {
+                    let shards = view["shards"].as_array().cloned().unwrap_or_default();
+                    let ok = shards.len() == TEST_SHARDS as usize
+                        && shards.iter().all(|shard| {
+                            shard["voters"].as_array().map(Vec::len) == Some(voters)
+                                && shard["learners"].as_array().is_some_and(Vec::is_empty)
+                                && shard["leader"].is_u64()
+                        });
+                    if !ok {
+                        last = format!("node {}: {view}", node.node_id);
+                    }
+                    ok
+                }
+            });
+            if ready {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let logs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("--- node {} ---\n{}", node.node_id, tail(&node.log(), 30)))
+            .collect();
+        panic!(
+            "the cluster did not replicate every shard within {timeout:?}; last view {last}\n{}",
+            logs.join("\n")
+        );
+    }
+
+    /// The node that leads the most shards, as node `asked` sees it.
+    pub fn busiest_leader(&self, asked: u64) -> u64 {
+        let view = cluster_view(self.node(asked)).expect("cluster view");
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for shard in view["shards"].as_array().expect("shards") {
+            if let Some(leader) = shard["leader"].as_u64() {
+                *counts.entry(leader).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, count)| *count)
+            .map(|(leader, _)| leader)
+            .expect("some shard has a leader")
+    }
+}
+
+/// The last `lines` lines of a log.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `GET /v1/cluster` of a node, if it answers.
+pub fn cluster_view(node: &NodeProcess) -> Option<serde_json::Value> {
+    let body = super::http_get(node.http, "/v1/cluster")?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// An HTTP client for the tests, with a bound on every request.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Writes `count` keys `{prefix}{n}` through `base` (a gateway URL) with
+/// `writers` concurrent clients; every write must succeed. Returns what was
+/// acknowledged.
+pub async fn write_all(base: &str, prefix: &str, count: usize, writers: usize) -> Acknowledged {
+    let client = client();
+    let base = Arc::new(base.to_string());
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let client = client.clone();
+        let base = base.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for index in (writer..count).step_by(writers) {
+                let key = format!("{prefix}{index:06}");
+                let value = format!("value of {key}");
+                let revision = put(&client, &base, &key, &value)
+                    .await
+                    .unwrap_or_else(|error| panic!("put {key}: {error}"));
+                acknowledged.push((key, (value, revision)));
+            }
+            acknowledged
+        }));
+    }
+    let mut all = Acknowledged::new();
+    for task in tasks {
+        all.extend(task.await.expect("writer task"));
+    }
+    assert_eq!(all.len(), count);
+    all
+}
+
+/// One PUT; the revision, or why it failed.
+pub async fn put(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    value: &str,
+) -> Result<u64, String> {
+    let response = client
+        .put(format!("{base}/v1/kv/{key}"))
+        .body(value.to_string())
+        .send()
+        .await
+        .map_err(|error| format!("transport: {error}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status != 200 {
+        return Err(format!("status {status}: {body}"));
+    }
+    let body: serde_json::Value =
+        serde_json::from_str(&body).map_err(|error| format!("body {body}: {error}"))?;
+    body["revision"]
+        .as_u64()
+        .ok_or_else(|| format!("no revision in {body}"))
+}
+
+/// One GET: `Some((value, revision))`, `None` for 404, or an error.
+pub async fn get(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    stale: bool,
+) -> Result<Option<(String, u64)>, String> {
+    let query = if stale { "?consistency=stale" } else { "" };
+    let response = client
+        .get(format!("{base}/v1/kv/{key}{query}"))
+        .send()
+        .await
+        .map_err(|error| format!("transport: {error}"))?;
+    let status = response.status();
+    if status == 404 {
+        return Ok(None);
+    }
+    let revision = response
+        .headers()
+        .get("etag")
+        .and_then(|etag| etag.to_str().ok())
+        .and_then(|etag| etag.trim_matches('"').parse::<u64>().ok());
+    let body = response.text().await.unwrap_or_default();
+    if status != 200 {
+        return Err(format!("status {status}: {body}"));
+    }
+    let revision = revision.ok_or("no ETag")?;
+    Ok(Some((body, revision)))
+}
+
+/// Reads every acknowledged key through `base` (linearizably, with `readers`
+/// concurrent clients) and asserts value and revision; returns how many were read.
+pub async fn assert_all_readable(base: &str, expected: &Acknowledged, readers: usize) -> usize {
+    let client = client();
+    let keys: Arc<Vec<(String, (String, u64))>> = Arc::new(
+        expected
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    let base = Arc::new(base.to_string());
+    let mut tasks = Vec::new();
+    for reader in 0..readers {
+        let client = client.clone();
+        let keys = keys.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut problems = Vec::new();
+            for index in (reader..keys.len()).step_by(readers) {
+                let (key, (value, revision)) = &keys[index];
+                match get(&client, &base, key, false).await {
+                    Ok(Some((read, read_revision)))
+                        if &read == value && read_revision == *revision => {}
+                    other => problems.push(format!("{key}: expected {revision}, got {other:?}")),
+                }
+            }
+            problems
+        }));
+    }
+    let mut problems = Vec::new();
+    for task in tasks {
+        problems.extend(task.await.expect("reader task"));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {} acknowledged keys not read back through {base}, e.g. {:?}",
+        problems.len(),
+        keys.len(),
+        &problems[..problems.len().min(5)]
+    );
+    keys.len()
+}
