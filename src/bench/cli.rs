@@ -4,20 +4,31 @@
 //! [`super::BenchOptions`] with [`BenchArgs::into_options`]. Parsing never touches the
 //! network.
 //!
-//! Invariant: every numeric option has an upper bound, so a typo cannot ask for a
-//! million connections or a terabyte value.
+//! Invariant: every numeric option and the target list have an upper bound, so a typo
+//! cannot ask for a million connections, a terabyte value or a thousand servers.
 
 use super::workload::{Operation, Protocol, Workload};
 use super::BenchOptions;
 use clap::{Parser, ValueEnum};
 use std::time::Duration;
 
+/// Most servers one run spreads its connections over: a whole cluster's client
+/// endpoints fit, and a longer list is more likely a pasted mistake than a plan.
+pub const TARGETS_MAX: usize = 16;
+
 const AFTER_HELP: &str = "\
 Examples:
   mimori-bench --target 127.0.0.1:7070 --op put --connections 64
+  mimori-bench --target 127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090 --op put
   mimori-bench --target 127.0.0.1:7070 --op get --keys 100000 --preload
   mimori-bench --target 127.0.0.1:7070 --op load --keys 1000000 -o json
   mimori-bench --target 127.0.0.1:2379 --protocol etcd --op mixed --read-percent 90
+
+Targets:
+  --target takes one host:port or a comma-separated list of up to 16 (no spaces, no
+  empty elements). Every target is resolved before the run starts; connection i goes
+  to target i % n, so 64 connections over 3 targets are 22, 21 and 21. A connection
+  that fails reconnects to its own target. The report's target is the list as given.
 
 Requests:
   mimori  PUT /v1/kv/{prefix}{n} (raw value bytes), GET /v1/kv/{prefix}{n}
@@ -45,9 +56,10 @@ Output:
 #[derive(Debug, Parser)]
 #[command(name = "mimori-bench", version, after_help = AFTER_HELP)]
 pub struct BenchArgs {
-    /// Server to load, as host:port (the HTTP gateway, not the admin port).
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_target)]
-    pub target: String,
+    /// Server to load, as host:port (the HTTP gateway, not the admin port), or a
+    /// comma-separated list of servers that the connections are spread over in turn.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", value_parser = parse_targets)]
+    pub target: TargetList,
 
     /// HTTP API the target speaks.
     #[arg(long, value_enum, default_value_t = Protocol::Mimori)]
@@ -101,6 +113,18 @@ pub struct BenchArgs {
     pub output: OutputFormat,
 }
 
+/// The servers of a run, in the order given: at least one, at most [`TARGETS_MAX`],
+/// each a valid `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetList(Vec<String>);
+
+impl TargetList {
+    /// The targets, in the order given.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -120,10 +144,9 @@ impl BenchArgs {
             self.key_prefix,
             self.value_bytes,
             self.read_percent,
-            self.target.clone(),
         );
         BenchOptions {
-            target: self.target,
+            targets: self.target.0,
             workload,
             connections: self.connections,
             duration: Duration::from_secs(self.duration_seconds),
@@ -131,6 +154,33 @@ impl BenchArgs {
             seed: self.seed,
         }
     }
+}
+
+/// Accepts one `host:port` or a comma-separated list of them, refusing empty elements
+/// (a stray comma is a mistake, not a request for fewer servers) and more than
+/// [`TARGETS_MAX`].
+fn parse_targets(text: &str) -> Result<TargetList, String> {
+    let elements: Vec<&str> = text.split(',').collect();
+    if elements.len() > TARGETS_MAX {
+        return Err(format!(
+            "{} targets; at most {TARGETS_MAX} are supported",
+            elements.len()
+        ));
+    }
+    let mut targets = Vec::with_capacity(elements.len());
+    for (position, element) in elements.iter().enumerate() {
+        if element.is_empty() {
+            return Err(format!(
+                "target {} of the list is empty; expected host:port[,host:port...]",
+                position + 1
+            ));
+        }
+        let target = parse_target(element)
+            .map_err(|error| format!("target {} ({element:?}): {error}", position + 1))?;
+        targets.push(target);
+    }
+    assert!(!targets.is_empty() && targets.len() <= TARGETS_MAX);
+    Ok(TargetList(targets))
 }
 
 /// Accepts `host:port` only: it becomes the `Host` header, so it must be a valid URI
@@ -172,6 +222,7 @@ mod tests {
         assert_eq!(args.protocol, Protocol::Etcd);
         assert_eq!(args.output, OutputFormat::Json);
         let options = args.into_options();
+        assert_eq!(options.targets, vec!["localhost:7070".to_string()]);
         assert_eq!(options.connections, 16);
         assert_eq!(options.duration, Duration::from_secs(10));
         assert_eq!(options.workload.value_bytes, 256);
@@ -195,6 +246,55 @@ mod tests {
             "put",
             "--connections",
             "0",
+        ]);
+        assert!(parsed.is_err());
+    }
+
+    /// Proves a comma-separated list parses into its elements in order, up to and
+    /// including the limit, and a single target is a list of one.
+    #[test]
+    fn target_lists() {
+        let list = "127.0.0.1:7070,localhost:7080,[::1]:7090";
+        let args = BenchArgs::try_parse_from(["mimori-bench", "--target", list, "--op", "put"])
+            .expect("a list of three targets parses");
+        assert_eq!(
+            args.target.as_slice(),
+            ["127.0.0.1:7070", "localhost:7080", "[::1]:7090"]
+        );
+        assert_eq!(args.into_options().targets.len(), 3);
+
+        let at_limit: Vec<String> = (0..TARGETS_MAX)
+            .map(|n| format!("h{n}:{}", 7000 + n))
+            .collect();
+        let parsed = parse_targets(&at_limit.join(",")).expect("the limit itself is accepted");
+        assert_eq!(parsed.as_slice(), at_limit.as_slice());
+
+        let single = parse_targets("a:1").expect("one target parses");
+        assert_eq!(single.as_slice(), ["a:1"]);
+    }
+
+    /// Proves lists with an empty element, a bad element or more than the limit are
+    /// refused, and the message names the culprit.
+    #[test]
+    fn target_list_refusals() {
+        for list in ["", ",", "a:1,", ",a:1", "a:1,,b:2"] {
+            let error = parse_targets(list).expect_err("an empty element is refused");
+            assert!(error.contains("empty"), "{list:?}: {error}");
+        }
+        let error = parse_targets("a:1,b").expect_err("an element without port is refused");
+        assert!(error.contains("target 2"), "{error}");
+        let error = parse_targets("a:1, b:2").expect_err("a space is refused");
+        assert!(error.contains("target 2"), "{error}");
+
+        let over_limit: Vec<String> = (0..=TARGETS_MAX).map(|n| format!("h{n}:1")).collect();
+        let error = parse_targets(&over_limit.join(",")).expect_err("17 targets are refused");
+        assert!(error.contains("at most 16"), "{error}");
+        let parsed = BenchArgs::try_parse_from([
+            "mimori-bench",
+            "--target",
+            &over_limit.join(","),
+            "--op",
+            "put",
         ]);
         assert!(parsed.is_err());
     }

@@ -12,14 +12,16 @@
 //! - Every wait is bounded: connecting, each request, and the pause after a failure. A
 //!   dead or hung server turns into counted errors, never into a hung benchmark.
 //! - After a transport error or timeout the connection is dropped and reopened, because
-//!   an HTTP/1.1 connection with a lost response cannot be reused.
+//!   an HTTP/1.1 connection with a lost response cannot be reused. It reopens to its own
+//!   target, so the spread of connections over targets holds for the whole run.
 
 use super::report::Tally;
 use super::workload::{Outcome, RequestKind, ValuePool, Workload};
-use super::BenchError;
+use super::{BenchError, Target};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
@@ -47,9 +49,11 @@ const LOAD_CONSECUTIVE_FAILURES_MAX: u32 = 100;
 /// How often a sequential load reports progress on stderr.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
-/// One keep-alive HTTP/1.1 connection to the target, reopened after failures.
+/// One keep-alive HTTP/1.1 connection to one target, reopened after failures.
 pub struct Connection {
-    address: SocketAddr,
+    /// Where the connection goes and what its requests name in `Host`; fixed for the
+    /// connection's life.
+    target: Target,
     /// `None` after a failure, until the next request reopens it.
     sender: Option<SendRequest<Full<Bytes>>>,
 }
@@ -57,12 +61,23 @@ pub struct Connection {
 impl Connection {
     /// Opens a connection; used up front so connection setup is not part of the
     /// measured time, and so an unreachable target fails the run immediately.
-    pub async fn open(address: SocketAddr) -> Result<Connection, BenchError> {
-        let sender = handshake(address).await?;
+    pub async fn open(target: &Target) -> Result<Connection, BenchError> {
+        let sender = handshake(target.address).await?;
         Ok(Connection {
-            address,
+            target: target.clone(),
             sender: Some(sender),
         })
+    }
+
+    /// The address this connection sends to; tests check the spread with it.
+    #[cfg(test)]
+    pub fn address(&self) -> SocketAddr {
+        self.target.address
+    }
+
+    /// The `Host` header of this connection's requests.
+    fn host(&self) -> &HeaderValue {
+        &self.target.host
     }
 
     /// Sends one request and counts its outcome in `tally`. Returns whether the
@@ -76,7 +91,7 @@ impl Connection {
     ) -> bool {
         let sender = match &mut self.sender {
             Some(sender) => sender,
-            None => match handshake(self.address).await {
+            None => match handshake(self.target.address).await {
                 Ok(sender) => self.sender.insert(sender),
                 Err(_) => {
                     tally.transport_errors_total += 1;
@@ -178,8 +193,10 @@ pub async fn timed(
                 let kind = workload.next_kind(&mut rng);
                 let key_index = workload.next_key(&mut rng);
                 let request = match kind {
-                    RequestKind::Put => workload.put_request(key_index, values.next(&mut rng)),
-                    RequestKind::Get => workload.get_request(key_index),
+                    RequestKind::Put => {
+                        workload.put_request(connection.host(), key_index, values.next(&mut rng))
+                    }
+                    RequestKind::Get => workload.get_request(connection.host(), key_index),
                 };
                 connection
                     .perform(&workload, kind, request, &mut tally)
@@ -220,7 +237,8 @@ pub async fn sequential(
                     break;
                 }
                 for _ in 0..LOAD_ATTEMPTS_PER_KEY_MAX {
-                    let request = workload.put_request(key_index, values.next(&mut rng));
+                    let request =
+                        workload.put_request(connection.host(), key_index, values.next(&mut rng));
                     if connection
                         .perform(&workload, RequestKind::Put, request, &mut tally)
                         .await

@@ -8,13 +8,14 @@
 //! Invariants: key `n` is always the bytes of `{key_prefix}{n}` (decimal `n`), in both
 //! protocols, so a Mimori run and an etcd run touch the same key space; every request
 //! carries a `Host` header, which HTTP/1.1 requires and Go servers (the etcd gateway)
-//! enforce.
+//! enforce. The header names the server the request goes to, so it is given per
+//! request by the connection, not fixed in the workload: a run may load several servers.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
@@ -88,8 +89,6 @@ pub struct Workload {
     pub value_bytes: u32,
     /// Share of reads in `mixed`, 0 to 100.
     pub read_percent: u8,
-    /// The `Host` header: the target as given on the command line.
-    pub authority: String,
     /// `key_prefix` percent-encoded once, so the per-request cost is one number.
     prefix_in_path: String,
 }
@@ -103,7 +102,6 @@ impl Workload {
         key_prefix: String,
         value_bytes: u32,
         read_percent: u8,
-        authority: String,
     ) -> Workload {
         assert!(keys > 0, "a workload needs at least one key");
         let prefix_in_path = utf8_percent_encode(&key_prefix, PATH_KEEP).to_string();
@@ -114,7 +112,6 @@ impl Workload {
             key_prefix,
             value_bytes,
             read_percent: read_percent.min(100),
-            authority,
             prefix_in_path,
         }
     }
@@ -144,11 +141,18 @@ impl Workload {
         rng.gen_range(0..self.keys)
     }
 
-    /// The request that writes `value` under key number `index`.
-    pub fn put_request(&self, index: u64, value: Bytes) -> Request<Full<Bytes>> {
+    /// The request that writes `value` under key number `index`, to the server whose
+    /// `host:port` is `host`.
+    pub fn put_request(
+        &self,
+        host: &HeaderValue,
+        index: u64,
+        value: Bytes,
+    ) -> Request<Full<Bytes>> {
         assert_eq!(value.len() as u64, u64::from(self.value_bytes));
         match self.protocol {
             Protocol::Mimori => self.request(
+                host,
                 Method::PUT,
                 format!("/v1/kv/{}{index}", self.prefix_in_path),
                 "application/octet-stream",
@@ -161,6 +165,7 @@ impl Workload {
                     BASE64.encode(&value)
                 );
                 self.request(
+                    host,
                     Method::POST,
                     "/v3/kv/put".to_string(),
                     "application/json",
@@ -170,11 +175,13 @@ impl Workload {
         }
     }
 
-    /// The request that reads key number `index`; etcd ranges are linearizable unless
-    /// `serializable` is set, so both protocols read the latest committed value.
-    pub fn get_request(&self, index: u64) -> Request<Full<Bytes>> {
+    /// The request that reads key number `index` from the server whose `host:port` is
+    /// `host`; etcd ranges are linearizable unless `serializable` is set, so both
+    /// protocols read the latest committed value.
+    pub fn get_request(&self, host: &HeaderValue, index: u64) -> Request<Full<Bytes>> {
         match self.protocol {
             Protocol::Mimori => self.request(
+                host,
                 Method::GET,
                 format!("/v1/kv/{}{index}", self.prefix_in_path),
                 "application/octet-stream",
@@ -183,6 +190,7 @@ impl Workload {
             Protocol::Etcd => {
                 let body = format!(r#"{{"key":"{}"}}"#, BASE64.encode(self.key(index)));
                 self.request(
+                    host,
                     Method::POST,
                     "/v3/kv/range".to_string(),
                     "application/json",
@@ -213,6 +221,7 @@ impl Workload {
 
     fn request(
         &self,
+        host: &HeaderValue,
         method: Method,
         path: String,
         content_type: &'static str,
@@ -221,15 +230,15 @@ impl Workload {
         let builder = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(HOST, self.authority.as_str());
+            .header(HOST, host.clone());
         // A GET without a body needs no content type; sending one would only cost bytes.
         let builder = if method == Method::GET {
             builder
         } else {
             builder.header(CONTENT_TYPE, content_type)
         };
-        // The path is built from a percent-encoded prefix and a number, and the host
-        // was checked when the target was parsed, so this cannot fail.
+        // The path is built from a percent-encoded prefix and a number, and the host is
+        // an already valid header value, so this cannot fail.
         builder
             .body(Full::new(body))
             .expect("benchmark requests are built from validated parts")
@@ -286,8 +295,11 @@ mod tests {
             "bench key/".to_string(),
             4,
             50,
-            "127.0.0.1:7070".to_string(),
         )
+    }
+
+    fn host() -> HeaderValue {
+        HeaderValue::from_static("127.0.0.1:7070")
     }
 
     async fn body_of(request: Request<Full<Bytes>>) -> Bytes {
@@ -304,13 +316,13 @@ mod tests {
     #[tokio::test]
     async fn mimori_requests() {
         let workload = workload(Protocol::Mimori);
-        let put = workload.put_request(7, Bytes::from_static(b"abcd"));
+        let put = workload.put_request(&host(), 7, Bytes::from_static(b"abcd"));
         assert_eq!(put.method(), Method::PUT);
         assert_eq!(put.uri().path(), "/v1/kv/bench%20key/7");
         assert_eq!(put.headers()[HOST], "127.0.0.1:7070");
         assert_eq!(body_of(put).await, Bytes::from_static(b"abcd"));
 
-        let get = workload.get_request(3);
+        let get = workload.get_request(&host(), 3);
         assert_eq!(get.method(), Method::GET);
         assert_eq!(get.uri().path(), "/v1/kv/bench%20key/3");
         assert!(get.headers().get(CONTENT_TYPE).is_none());
@@ -320,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn etcd_requests() {
         let workload = workload(Protocol::Etcd);
-        let put = workload.put_request(7, Bytes::from_static(b"abcd"));
+        let put = workload.put_request(&host(), 7, Bytes::from_static(b"abcd"));
         assert_eq!(put.method(), Method::POST);
         assert_eq!(put.uri().path(), "/v3/kv/put");
         let json: serde_json::Value =
@@ -328,8 +340,9 @@ mod tests {
         assert_eq!(json["key"], BASE64.encode("bench key/7"));
         assert_eq!(json["value"], BASE64.encode("abcd"));
 
-        let range = workload.get_request(3);
+        let range = workload.get_request(&HeaderValue::from_static("127.0.0.1:2379"), 3);
         assert_eq!(range.uri().path(), "/v3/kv/range");
+        assert_eq!(range.headers()[HOST], "127.0.0.1:2379");
         let json: serde_json::Value =
             serde_json::from_slice(&body_of(range).await).expect("range body is JSON");
         assert_eq!(json["key"], BASE64.encode("bench key/3"));

@@ -27,9 +27,9 @@ impl NodeInbox {
 }
 
 impl Inbox for NodeInbox {
-    fn raft(&self, _from: NodeId, group: GroupId, message: Message) {
+    fn raft(&self, _from: NodeId, group: GroupId, messages: Vec<Message>) {
         if let Some(replica) = self.replica(group) {
-            let _ = replica.send_message(ShardReplicaMsg::Step(Box::new(message)));
+            let _ = replica.send_message(ShardReplicaMsg::Step(messages));
         }
     }
 

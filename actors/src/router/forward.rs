@@ -24,8 +24,15 @@ enum Target {
 
 impl Router {
     /// Where the shard's leader is, as best known, with `preferred` (a hint just
-    /// received) taking precedence.
-    fn leader_target(&self, slot: &ShardSlot, preferred: Option<NodeId>) -> Target {
+    /// received) taking precedence. With `follower_proposes`, a local follower that
+    /// knows its leader counts as local: it proposes, and raft-rs forwards the entry
+    /// inside the group's own messages (cheaper than forwarding the request).
+    fn leader_target(
+        &self,
+        slot: &ShardSlot,
+        preferred: Option<NodeId>,
+        follower_proposes: bool,
+    ) -> Target {
         let me = self.node_id();
         let local = slot.is_hosted() && slot.actor().is_some();
         match preferred {
@@ -40,7 +47,7 @@ impl Router {
                 );
             }
             return match slot.gauges.leader().map(NodeId) {
-                Some(leader) if leader == me => Target::Local,
+                Some(leader) if leader == me || follower_proposes => Target::Local,
                 Some(leader) => Target::Remote(leader),
                 None => {
                     Target::Wait(self.unavailable(slot.shard, "the shard is electing a leader"))
@@ -78,6 +85,7 @@ impl Router {
         let mut delay = RETRY_DELAY_MIN;
         let mut preferred = None;
         let mut hints_followed = 0;
+        let follower_proposes = matches!(request, PeerRequest::Propose { .. });
         loop {
             let hint = |hint: Option<NodeId>, hints_followed: &mut u32| {
                 let follow = hint.filter(|_| *hints_followed < HINTS_FOLLOWED_MAX);
@@ -86,7 +94,7 @@ impl Router {
                 }
                 follow
             };
-            let error = match self.leader_target(slot, preferred.take()) {
+            let error = match self.leader_target(slot, preferred.take(), follower_proposes) {
                 Target::Local => match self.execute_here(slot, &request, deadline).await {
                     Here::Done(response) => return into_result(response),
                     Here::NotHere(leader) => {

@@ -119,6 +119,8 @@ impl Router {
         if !slot.is_hosted() {
             return not_here(slot.known_leader());
         }
+        // Reads are served by any replica (a follower asks its leader); writes only
+        // by the leader, so a request is never forwarded twice.
         let reads = matches!(request, PeerRequest::Get { .. } | PeerRequest::Scan { .. });
         let leads = slot.gauges.leader() == Some(self.node_id().0);
         if !reads && !leads {

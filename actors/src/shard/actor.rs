@@ -41,8 +41,8 @@ pub enum ShardReplicaMsg {
     },
     /// Wait until a linearizable read may be served from the local state machine.
     ReadIndex { reply: ReadReply },
-    /// A Raft message from another replica of the group.
-    Step(Box<Message>),
+    /// Raft messages from other replicas of the group, in order.
+    Step(Vec<Message>),
     /// A chunk of a snapshot stream from `from`.
     SnapshotChunk { from: NodeId, chunk: SnapshotChunk },
     /// A snapshot stream to `to` ended.
@@ -149,7 +149,11 @@ impl Actor for ShardReplicaActor {
         match message {
             ShardReplicaMsg::Propose { command, reply } => state.replica.propose(&command, reply),
             ShardReplicaMsg::ReadIndex { reply } => state.replica.read(reply),
-            ShardReplicaMsg::Step(message) => state.replica.step(*message),
+            ShardReplicaMsg::Step(messages) => {
+                for message in messages {
+                    state.replica.step(message);
+                }
+            }
             ShardReplicaMsg::SnapshotChunk { from, chunk } => {
                 effects = state.replica.receive_snapshot_chunk(from, chunk)?;
             }

@@ -250,11 +250,16 @@ pub struct ShardReplica {
     applied_index: u64,
     /// Term of the last applied entry.
     applied_term: u64,
+    /// No key in the tree carries a revision above this; entries after it are
+    /// applied without idempotency reads where the command allows.
+    seen_until: u64,
     /// Whether this replica is the group's only voter (recomputed on every
     /// configuration change).
     sole_voter: bool,
     ticks: u64,
     was_leader: bool,
+    /// The leader named by the last soft state (0: none).
+    leader_seen: u64,
     /// The placement table's replicas for this shard.
     placement: Vec<NodeId>,
     /// Tick of the last membership reconciliation.
@@ -328,6 +333,8 @@ impl ShardReplica {
         // carrying that commit index reached the WAL (commit-only changes are not
         // written; see `drive`).
         let applied_before = store.applied_index()?.min(log.last_index());
+        // No key can carry a revision above what was applied or logged before.
+        let seen_until = store.applied_index()?.max(log.last_index());
         let commit = log
             .hard_state()
             .commit
@@ -387,9 +394,11 @@ impl ShardReplica {
             pending_compaction,
             applied_index: applied.index,
             applied_term: applied.term,
+            seen_until,
             sole_voter: false,
             ticks: 0,
             was_leader: false,
+            leader_seen: 0,
             placement,
             reconciled_at_tick: 0,
             transfers: Vec::new(),
@@ -498,9 +507,15 @@ impl ShardReplica {
         }
     }
 
-    /// Proposes a write; `reply` gets its revision once applied.
+    /// Proposes a write; `reply` gets its revision once applied here.
+    ///
+    /// A follower that knows its leader proposes too: raft-rs forwards the entry to
+    /// the leader inside its own messages, and the follower answers its client when
+    /// it applies the entry (recognised by the context: this replica's instance and
+    /// the proposal's number). If the leader changes first, the client is told the
+    /// outcome is unknown: the forwarded entry may or may not have been appended.
     pub fn propose(&mut self, command: &Command, reply: ProposalReply) {
-        if !self.is_leader() {
+        if !self.is_leader() && self.leader().is_none() {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
@@ -924,8 +939,12 @@ impl ShardReplica {
             self.gauges
                 .set_leader(soft_state.leader_id, self.raw.raft.term);
             let is_leader = soft_state.raft_state == StateRole::Leader;
+            let leader_changed = soft_state.leader_id != self.leader_seen;
+            self.leader_seen = soft_state.leader_id;
             if self.was_leader && !is_leader {
                 self.fail_waiters_on_leadership_loss();
+            } else if leader_changed && !is_leader {
+                self.fail_proposals(self.outcome_unknown());
             }
             self.was_leader = is_leader;
             if !is_leader {
@@ -1042,6 +1061,7 @@ impl ShardReplica {
         if staged.index() != metadata.index {
             return Err(bad("the staged snapshot has another index"));
         }
+        self.seen_until = staged.revision_max();
         let conf_state = metadata.get_conf_state().clone();
         let conf_record = ConfStateRecord::at(&conf_state, metadata.index);
         let store = staged.install(SnapshotPosition {
@@ -1106,7 +1126,7 @@ impl ShardReplica {
                 }
             }
         }
-        let outcomes = self.store.apply(&commands)?;
+        let outcomes = self.store.apply_after(&commands, self.seen_until)?;
         for (entry, outcome) in entries.iter().zip(outcomes) {
             let Some(outcome) = outcome else { continue };
             let Some(sequence) = self.own_context(&entry.context) else {
@@ -1220,17 +1240,24 @@ impl ShardReplica {
         }
     }
 
-    /// A deposed leader cannot know whether its pending proposals will commit; their
-    /// clients are told the outcome is unknown. Pending reads fail and may retry.
-    fn fail_waiters_on_leadership_loss(&mut self) {
-        let unknown = KvError::Unavailable {
+    fn outcome_unknown(&self) -> KvError {
+        KvError::Unavailable {
             shard: self.shard,
             reason: "leadership changed while the request was pending; a write may or may not have been applied".into(),
             retry_after_ms: 100,
-        };
-        for (_, waiting) in self.proposals.drain() {
-            let _ = waiting.reply.send(Err(unknown.clone()));
         }
+    }
+
+    fn fail_proposals(&mut self, error: KvError) {
+        for (_, waiting) in self.proposals.drain() {
+            let _ = waiting.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// A deposed leader cannot know whether its pending proposals will commit; their
+    /// clients are told the outcome is unknown. Pending reads fail and may retry.
+    fn fail_waiters_on_leadership_loss(&mut self) {
+        self.fail_proposals(self.outcome_unknown());
         let not_leader = self.not_leader();
         let waiters = self
             .read_batch

@@ -220,7 +220,10 @@ impl ShardStore {
         drop_other_generations(&self.db, self.shard, self.generation)?;
         let generation = self.generation + 1;
         let staged = self.db.open_generation(self.shard, generation)?;
-        Ok(SnapshotStaging { staged })
+        Ok(SnapshotStaging {
+            staged,
+            revision_max: 0,
+        })
     }
 }
 
@@ -285,6 +288,9 @@ impl SnapshotSource {
 /// A snapshot being written into a fresh generation, chunk by chunk.
 pub struct SnapshotStaging {
     staged: ShardStore,
+    /// The highest revision written so far (a fuzzy stream may carry revisions
+    /// above the index it is labelled with).
+    revision_max: u64,
 }
 
 impl std::fmt::Debug for SnapshotStaging {
@@ -308,7 +314,8 @@ impl SnapshotStaging {
                     reason: format!("key {key:02x?} is outside the data namespaces"),
                 });
             }
-            decode_value(key, value)?;
+            let (revision, _) = decode_value(key, value)?;
+            self.revision_max = self.revision_max.max(revision.0);
         }
         for (key, value) in pairs {
             if value.first() == Some(&VALUE_KIND_TOMBSTONE) {
@@ -331,6 +338,7 @@ impl SnapshotStaging {
         Ok(StagedSnapshot {
             staged: self.staged,
             index,
+            revision_max: self.revision_max.max(index),
         })
     }
 }
@@ -339,6 +347,7 @@ impl SnapshotStaging {
 pub struct StagedSnapshot {
     staged: ShardStore,
     index: u64,
+    revision_max: u64,
 }
 
 impl std::fmt::Debug for StagedSnapshot {
@@ -355,6 +364,11 @@ impl StagedSnapshot {
     /// The index the snapshot was labelled with.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The highest revision of any key in it (at least its index).
+    pub fn revision_max(&self) -> u64 {
+        self.revision_max
     }
 
     /// Makes the staged generation the shard's current one, durably, and returns

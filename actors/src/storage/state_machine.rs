@@ -197,11 +197,9 @@ pub(super) fn encode_tombstone(revision: Revision) -> Vec<u8> {
     stored
 }
 
-/// Decodes a stored entry: its revision, and its value unless it is a tombstone.
-pub(super) fn decode_value(
-    key: &[u8],
-    stored: &[u8],
-) -> Result<(Revision, Option<Bytes>), StoreError> {
+/// Decodes a stored entry's header: its revision and whether it is live (not a
+/// tombstone), without copying the value.
+pub(super) fn decode_header(key: &[u8], stored: &[u8]) -> Result<(Revision, bool), StoreError> {
     let corrupted = |reason: &str| StoreError::Corrupted {
         key: key.to_vec(),
         reason: reason.to_string(),
@@ -213,13 +211,20 @@ pub(super) fn decode_value(
     revision.copy_from_slice(&header[1..]);
     let revision = Revision(u64::from_be_bytes(revision));
     match header[0] {
-        VALUE_KIND_LIVE => Ok((
-            revision,
-            Some(Bytes::copy_from_slice(&stored[VALUE_HEADER_BYTES..])),
-        )),
-        VALUE_KIND_TOMBSTONE if stored.len() == VALUE_HEADER_BYTES => Ok((revision, None)),
+        VALUE_KIND_LIVE => Ok((revision, true)),
+        VALUE_KIND_TOMBSTONE if stored.len() == VALUE_HEADER_BYTES => Ok((revision, false)),
         _ => Err(corrupted("unknown value kind")),
     }
+}
+
+/// Decodes a stored entry: its revision, and its value unless it is a tombstone.
+pub(super) fn decode_value(
+    key: &[u8],
+    stored: &[u8],
+) -> Result<(Revision, Option<Bytes>), StoreError> {
+    let (revision, live) = decode_header(key, stored)?;
+    let value = live.then(|| Bytes::copy_from_slice(&stored[VALUE_HEADER_BYTES..]));
+    Ok((revision, value))
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -270,6 +275,17 @@ impl ShardStore {
         &self,
         entries: &[(u64, Option<Command>)],
     ) -> Result<Vec<Option<ApplyOutcome>>, StoreError> {
+        self.apply_after(entries, u64::MAX)
+    }
+
+    /// [`ShardStore::apply`], told that no key in the tree carries a revision above
+    /// `seen_until`: an unconditional put of a later entry cannot be a replay and
+    /// its condition always holds, so it is written without reading the key first.
+    pub fn apply_after(
+        &self,
+        entries: &[(u64, Option<Command>)],
+        seen_until: u64,
+    ) -> Result<Vec<Option<ApplyOutcome>>, StoreError> {
         let Some(&(last_index, _)) = entries.last() else {
             return Ok(Vec::new());
         };
@@ -282,10 +298,22 @@ impl ShardStore {
             let revision = Revision(*index);
             let (namespace, key) = command.key();
             let key = stored_key(namespace, key);
+            if let Command::Put {
+                value,
+                condition: Condition::Always,
+                ..
+            } = command
+            {
+                if *index > seen_until {
+                    self.tree.insert(key, encode_value(revision, value))?;
+                    outcomes.push(Some(Ok(revision)));
+                    continue;
+                }
+            }
             let (last_write, current) = match self.tree.get(&key)? {
                 Some(stored) => {
-                    let (last_write, value) = decode_value(&key, &stored)?;
-                    (Some(last_write), value.map(|_| last_write))
+                    let (last_write, live) = decode_header(&key, &stored)?;
+                    (Some(last_write), live.then_some(last_write))
                 }
                 None => (None, None),
             };

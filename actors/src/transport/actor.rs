@@ -9,12 +9,13 @@
 use super::peer::Peer;
 use super::wire::{PeerFrame, PeerItem, PeerRequest, PeerResponse, RaftMessageRecord};
 use super::{group_name, CallError, CallReply, Inbox, PeerStatus, TransportMsg, TransportStatus};
-use crate::ids::NodeId;
+use crate::ids::{GroupId, NodeId};
 use crate::kv::KvError;
 use crate::node::cluster_state::ClusterState;
 use crate::shard::replica::SnapshotAck;
 use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus};
 use ractor_cluster::NodeServerMessage;
+use raft::eraftpb::Message;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -174,7 +175,7 @@ impl Actor for TransportActor {
             }
             TransportMsg::Frame(bytes) => state.receive(&myself, &bytes),
         }
-        if !state.flush_scheduled && state.peers.values().any(Peer::has_pending) {
+        if !state.flush_scheduled && state.peers.values().any(Peer::wants_flush) {
             state.flush_scheduled = true;
             myself.send_message(TransportMsg::Flush)?;
         }
@@ -193,7 +194,7 @@ impl TransportState {
         if to == self.node_id || to == NodeId(0) {
             return;
         }
-        if self.peer(to).queue(item).is_err() {
+        if self.peer(to).queue(item, Instant::now()).is_err() {
             TransportStatus::count(&self.status.items_dropped_total, 1);
         }
     }
@@ -228,11 +229,14 @@ impl TransportState {
         let timeout_ms = timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         if self
             .peer(to)
-            .queue(PeerItem::Request {
-                id,
-                timeout_ms,
-                request,
-            })
+            .queue(
+                PeerItem::Request {
+                    id,
+                    timeout_ms,
+                    request,
+                },
+                now,
+            )
             .is_err()
         {
             let _ = reply.send(Err(CallError::Unreachable(to)));
@@ -264,6 +268,7 @@ impl TransportState {
             .filter(|cell| !cell.get_id().is_local() && cell.get_status() == ActorStatus::Running)
             .max_by_key(|cell| cell.get_id().pid())?;
         let remote: ActorRef<TransportMsg> = cell.into();
+        tracing::debug!(peer = node.0, actor = ?remote.get_id(), "peer transport found");
         self.remotes.insert(node, remote.clone());
         self.peer(node).reset_session();
         Some(remote)
@@ -272,10 +277,11 @@ impl TransportState {
     /// Sends every peer's queued items as frames.
     fn flush(&mut self) {
         let revision = self.cluster.revision();
+        let now = Instant::now();
         let nodes: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, peer)| peer.has_pending())
+            .filter(|(_, peer)| peer.wants_flush())
             .map(|(node, _)| *node)
             .collect();
         for node in nodes {
@@ -289,7 +295,7 @@ impl TransportState {
             let (from, instance) = (self.node_id, self.instance);
             let peer = self.peer(node);
             let dropped_before = peer.dropped_total;
-            let frames = peer.take_frames(from, instance, revision);
+            let frames = peer.take_frames(from, instance, revision, now);
             let dropped = peer.dropped_total - dropped_before;
             TransportStatus::count(&self.status.items_dropped_total, dropped);
             for frame in frames {
@@ -340,12 +346,17 @@ impl TransportState {
                 }
             }
         }
-        if now.duration_since(self.last_keepalive) >= KEEPALIVE_INTERVAL {
+        let keepalive = now.duration_since(self.last_keepalive) >= KEEPALIVE_INTERVAL;
+        if keepalive {
             self.last_keepalive = now;
-            for node in &nodes {
-                if self.remotes.contains_key(node) {
+        }
+        for node in &nodes {
+            if self.remotes.contains_key(node) {
+                let peer = self.peer(*node);
+                peer.owe_pending_acks();
+                if keepalive {
                     // An empty item list still carries acks and the revision.
-                    self.peer(*node).queue_keepalive();
+                    peer.queue_keepalive();
                 }
             }
         }
@@ -412,8 +423,27 @@ impl TransportState {
             tracing::debug!(peer = from.0, "peer transport (re)started");
         }
         self.reconcile_metadata(from, frame.metadata_revision, now);
+        // Raft messages go to each replica in one mailbox message per frame.
+        let mut raft: Vec<(GroupId, Vec<Message>)> = Vec::new();
         for item in frame.items {
-            self.receive_item(myself, from, item);
+            match item {
+                PeerItem::Raft { group, message } => match message.to_message() {
+                    Ok(message) => match raft.iter_mut().find(|(known, _)| *known == group) {
+                        Some((_, messages)) => messages.push(message),
+                        None => raft.push((group, vec![message])),
+                    },
+                    Err(error) => {
+                        TransportStatus::count(&self.status.frames_rejected_total, 1);
+                        tracing::warn!(peer = from.0, %error, "raft message refused");
+                    }
+                },
+                other => self.receive_item(myself, from, other),
+            }
+        }
+        if let Some(inbox) = &self.inbox {
+            for (group, messages) in raft {
+                inbox.raft(from, group, messages);
+            }
         }
     }
 
@@ -427,7 +457,7 @@ impl TransportState {
             let peer = self.peer(from);
             if !recently(peer.metadata_asked) {
                 peer.metadata_asked = Some(now);
-                let _ = peer.queue(PeerItem::MetadataWanted);
+                let _ = peer.queue(PeerItem::MetadataWanted, now);
             }
         } else if their_revision < ours {
             let sent_recently = self
@@ -444,20 +474,14 @@ impl TransportState {
         if let Some(metadata) = self.cluster.metadata() {
             let peer = self.peer(to);
             peer.metadata_sent = Some((metadata.revision, now));
-            let _ = peer.queue(PeerItem::Metadata(Box::new((*metadata).clone())));
+            let _ = peer.queue(PeerItem::Metadata(Box::new((*metadata).clone())), now);
         }
     }
 
     fn receive_item(&mut self, myself: &ActorRef<TransportMsg>, from: NodeId, item: PeerItem) {
         match item {
-            PeerItem::Raft { group, message } => match (message.to_message(), &self.inbox) {
-                (Ok(message), Some(inbox)) => inbox.raft(from, group, message),
-                (Ok(_), None) => {}
-                (Err(error), _) => {
-                    TransportStatus::count(&self.status.frames_rejected_total, 1);
-                    tracing::warn!(peer = from.0, %error, "raft message refused");
-                }
-            },
+            // Gathered per group by `receive`.
+            PeerItem::Raft { .. } => {}
             PeerItem::SnapshotChunk { group, chunk } => match (chunk.into_chunk(), &self.inbox) {
                 (Ok(chunk), Some(inbox)) => inbox.snapshot_chunk(from, group, chunk),
                 (Ok(_), None) => {}

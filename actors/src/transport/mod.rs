@@ -72,8 +72,8 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = PeerResponse> + Send>>;
 
 /// Where the Transport hands what peers send, once the kernel runs.
 pub trait Inbox: Send + Sync + 'static {
-    /// A Raft message for a local replica of `group`.
-    fn raft(&self, from: NodeId, group: GroupId, message: Message);
+    /// Raft messages for a local replica of `group`, in the order they were sent.
+    fn raft(&self, from: NodeId, group: GroupId, messages: Vec<Message>);
     /// A snapshot chunk for a local replica of `group`.
     fn snapshot_chunk(&self, from: NodeId, group: GroupId, chunk: SnapshotChunk);
     /// A request to execute here (never a join: the Transport answers those).

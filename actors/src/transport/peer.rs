@@ -1,12 +1,24 @@
 //! `Peer`: what the Transport knows of one other node and what it still owes it.
 //! Pure bookkeeping, no I/O: the outbox of items waiting for the next flush, the
-//! frames sent but not yet acknowledged (the bounded queue towards the peer), what
-//! has been received from it (to acknowledge), and when to dial it.
+//! frames sent but not yet acknowledged, what has been received from it (to
+//! acknowledge), and when to dial it.
 //!
-//! Invariants: at most [`FRAMES_IN_FLIGHT_MAX`] frames and [`BYTES_IN_FLIGHT_MAX`]
-//! bytes are unacknowledged towards a peer; beyond that Raft messages are dropped
-//! and counted (Raft retransmits), and other items wait in the outbox, which holds
-//! at most [`OUTBOX_BYTES_MAX`] bytes.
+//! Batching: at most [`PIPELINE_FRAMES_MAX`] frames are in flight towards a peer.
+//! While the window is full, new items wait in the outbox and leave together in
+//! one frame when an acknowledgement frees a place: the busier the link, the
+//! bigger the frames, as with the WAL's group commit.
+//!
+//! Acknowledgements ride on every frame. A peer that received frames but has
+//! nothing to send answers with an empty frame once [`ACK_AFTER_FRAMES`] are
+//! unacknowledged (so a sender is never stuck behind a full window), or at the
+//! next tick.
+//!
+//! Invariants: at most [`PIPELINE_FRAMES_MAX`] frames of at most
+//! [`BATCH_BYTES_MAX`] bytes are unacknowledged towards a peer, and its outbox
+//! holds at most [`OUTBOX_BYTES_MAX`] bytes. Raft messages for a peer that is not
+//! connected, or that has not acknowledged anything for [`STALL_MAX`], are dropped
+//! and counted instead of queued (Raft retransmits); other items wait for the
+//! outbox bound.
 
 use super::wire::{PeerFrame, PeerItem, BATCH_BYTES_MAX, FRAME_ITEMS_MAX, PEER_FRAME_VERSION};
 use crate::ids::NodeId;
@@ -14,9 +26,12 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Frames sent to a peer and not yet acknowledged, at most.
-pub const FRAMES_IN_FLIGHT_MAX: usize = 512;
-/// Bytes sent to a peer and not yet acknowledged, at most.
-pub const BYTES_IN_FLIGHT_MAX: u64 = 64 * 1024 * 1024;
+pub const PIPELINE_FRAMES_MAX: usize = 2;
+/// A receiver with nothing to send acknowledges once this many frames are unacked.
+pub const ACK_AFTER_FRAMES: u64 = 2;
+/// A full window this old means the peer is not taking frames (stopped, or its
+/// link is stuck): Raft messages for it are dropped rather than queued.
+pub const STALL_MAX: Duration = Duration::from_secs(1);
 /// Bytes waiting in a peer's outbox, at most.
 pub const OUTBOX_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// A peer not heard from for this long is reported unreachable: calls to it fail
@@ -29,8 +44,15 @@ pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Why an item was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub enum QueueRefusal {
-    /// The outbox is full.
+    /// The outbox is full, or the peer stalled (for Raft messages).
     OutboxFull,
+}
+
+/// A frame sent and not yet acknowledged.
+#[derive(Debug)]
+struct InFlight {
+    sequence: u64,
+    sent_at: Instant,
 }
 
 /// One other node, as the Transport sees it.
@@ -43,16 +65,16 @@ pub struct Peer {
     outbox_bytes: u64,
     /// Last sequence sent to the peer's current session (by this instance).
     sent: u64,
-    /// Sequence and size of every frame not yet acknowledged.
-    in_flight: VecDeque<(u64, u64)>,
-    in_flight_bytes: u64,
+    /// Every frame not yet acknowledged, oldest first.
+    in_flight: VecDeque<InFlight>,
     /// The peer's Transport instance we last heard from, and the highest sequence
     /// received from it.
     received_instance: u64,
     received: u64,
-    /// A frame is owed even if nothing is queued: something was received since the
-    /// last frame sent (an ack), or a keepalive is due.
-    ack_owed: bool,
+    /// Frames received since the last frame sent (acknowledgements owed).
+    unacknowledged: u64,
+    /// A keepalive (or a pending acknowledgement at a tick) is due.
+    frame_owed: bool,
     pub last_heard: Option<Instant>,
     /// Raft messages and other items dropped because the peer could not take them.
     pub dropped_total: u64,
@@ -80,10 +102,10 @@ impl Peer {
             outbox_bytes: 0,
             sent: 0,
             in_flight: VecDeque::new(),
-            in_flight_bytes: 0,
             received_instance: 0,
             received: 0,
-            ack_owed: false,
+            unacknowledged: 0,
+            frame_owed: false,
             last_heard: None,
             dropped_total: 0,
             metadata_sent: None,
@@ -96,10 +118,20 @@ impl Peer {
         }
     }
 
+    /// Whether the window has been full for longer than [`STALL_MAX`].
+    fn stalled(&self, now: Instant) -> bool {
+        self.in_flight.len() >= PIPELINE_FRAMES_MAX
+            && self
+                .in_flight
+                .front()
+                .is_some_and(|oldest| now.duration_since(oldest.sent_at) > STALL_MAX)
+    }
+
     /// Queues an item for the next flush.
-    pub fn queue(&mut self, item: PeerItem) -> Result<(), QueueRefusal> {
+    pub fn queue(&mut self, item: PeerItem, now: Instant) -> Result<(), QueueRefusal> {
         let bytes = item.size_bytes();
-        if self.outbox_bytes + bytes > OUTBOX_BYTES_MAX {
+        let raft = matches!(item, PeerItem::Raft { .. });
+        if self.outbox_bytes + bytes > OUTBOX_BYTES_MAX || (raft && self.stalled(now)) {
             self.dropped_total += 1;
             return Err(QueueRefusal::OutboxFull);
         }
@@ -111,12 +143,26 @@ impl Peer {
     /// Makes the next flush send a frame even with nothing queued (a keepalive: it
     /// carries acknowledgements and the metadata revision).
     pub fn queue_keepalive(&mut self) {
-        self.ack_owed = true;
+        self.frame_owed = true;
     }
 
-    /// Whether a flush has anything to send (items, or an ack owed).
-    pub fn has_pending(&self) -> bool {
-        !self.outbox.is_empty() || self.ack_owed
+    /// At a tick, acknowledgements still owed are sent even if few.
+    pub fn owe_pending_acks(&mut self) {
+        if self.unacknowledged > 0 {
+            self.frame_owed = true;
+        }
+    }
+
+    /// Whether a flush would send something now: items, if the window has room, or
+    /// an owed frame (acknowledgements and keepalives never wait for the window:
+    /// two peers with full windows towards each other would otherwise wait for
+    /// each other's acknowledgements forever).
+    pub fn wants_flush(&self) -> bool {
+        (self.in_flight.len() < PIPELINE_FRAMES_MAX && !self.outbox.is_empty()) || self.ack_due()
+    }
+
+    fn ack_due(&self) -> bool {
+        self.frame_owed || self.unacknowledged >= ACK_AFTER_FRAMES
     }
 
     /// Whether calls may be sent: the peer was heard from recently.
@@ -134,17 +180,19 @@ impl Peer {
             self.received = 0;
         }
         self.received = self.received.max(frame.sequence);
-        self.ack_owed = true;
+        if !frame.items.is_empty() {
+            // Empty frames are acknowledgements and keepalives; answering them with
+            // acknowledgements of their own would never stop.
+            self.unacknowledged += 1;
+        }
         self.last_heard = Some(now);
         if frame.acknowledged_instance == my_instance {
             while self
                 .in_flight
                 .front()
-                .is_some_and(|(sequence, _)| *sequence <= frame.acknowledged)
+                .is_some_and(|in_flight| in_flight.sequence <= frame.acknowledged)
             {
-                if let Some((_, bytes)) = self.in_flight.pop_front() {
-                    self.in_flight_bytes -= bytes;
-                }
+                self.in_flight.pop_front();
             }
         }
         restarted
@@ -154,7 +202,6 @@ impl Peer {
     /// acknowledged, so the in-flight window starts empty.
     pub fn reset_session(&mut self) {
         self.in_flight.clear();
-        self.in_flight_bytes = 0;
     }
 
     /// Drops queued Raft messages (the peer is unreachable); returns how many.
@@ -168,26 +215,24 @@ impl Peer {
         dropped
     }
 
-    /// Takes the frames to send now, as far as the in-flight window allows. Raft
-    /// messages that do not fit the window are dropped and counted; other items
-    /// stay queued for a later flush.
+    /// Takes the frames to send now, as far as the window allows; what does not fit
+    /// waits in the outbox (Raft messages of a stalled peer are dropped).
     pub fn take_frames(
         &mut self,
         from: NodeId,
         my_instance: u64,
         metadata_revision: u64,
+        now: Instant,
     ) -> Vec<Vec<u8>> {
+        if self.stalled(now) {
+            self.drop_raft();
+        }
         let mut frames = Vec::new();
-        while self.has_pending() {
-            if self.in_flight.len() >= FRAMES_IN_FLIGHT_MAX
-                || self.in_flight_bytes >= BYTES_IN_FLIGHT_MAX
-            {
-                self.drop_raft();
-                break;
-            }
+        while self.wants_flush() {
+            let room = self.in_flight.len() < PIPELINE_FRAMES_MAX;
             let mut items = Vec::new();
             let mut bytes = 0u64;
-            while let Some(item) = self.outbox.front() {
+            while let Some(item) = self.outbox.front().filter(|_| room) {
                 let item_bytes = item.size_bytes();
                 if !items.is_empty()
                     && (bytes + item_bytes > BATCH_BYTES_MAX || items.len() >= FRAME_ITEMS_MAX)
@@ -211,11 +256,17 @@ impl Peer {
                 metadata_revision,
                 items,
             };
-            self.ack_owed = false;
-            let encoded = frame.encode();
-            self.in_flight.push_back((self.sent, encoded.len() as u64));
-            self.in_flight_bytes += encoded.len() as u64;
-            frames.push(encoded);
+            self.unacknowledged = 0;
+            self.frame_owed = false;
+            if !frame.items.is_empty() {
+                // Empty frames are not acknowledged (see `received`), so they do not
+                // take a place in the window.
+                self.in_flight.push_back(InFlight {
+                    sequence: self.sent,
+                    sent_at: now,
+                });
+            }
+            frames.push(frame.encode());
         }
         frames
     }
@@ -236,6 +287,11 @@ impl Peer {
     /// Frames sent and not acknowledged.
     pub fn frames_in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Whether anything waits in the outbox.
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty()
     }
 }
 
@@ -282,54 +338,134 @@ mod tests {
         }
     }
 
-    /// Proves the window: a peer that acknowledges nothing gets at most
-    /// FRAMES_IN_FLIGHT_MAX frames, later Raft messages are dropped and counted,
-    /// other items wait, and an acknowledgement reopens the window.
+    /// Proves batching: with the window full, later items wait and leave together
+    /// in one frame once an acknowledgement frees a place.
     #[test]
-    fn unacknowledged_frames_are_bounded() {
+    fn a_full_window_batches_what_follows() {
         let now = Instant::now();
         let mut peer = Peer::new(NodeId(2), now);
-        for _ in 0..FRAMES_IN_FLIGHT_MAX {
-            peer.queue(raft_item()).unwrap();
-            assert_eq!(peer.take_frames(NodeId(1), 7, 0).len(), 1);
+        for _ in 0..PIPELINE_FRAMES_MAX {
+            peer.queue(raft_item(), now).unwrap();
+            assert_eq!(peer.take_frames(NodeId(1), 7, 0, now).len(), 1);
         }
-        peer.queue(raft_item()).unwrap();
-        peer.queue(PeerItem::MetadataWanted).unwrap();
-        assert!(peer.take_frames(NodeId(1), 7, 0).is_empty());
-        assert_eq!(peer.dropped_total, 1);
-        assert!(peer.has_pending(), "the metadata request waits");
-        peer.received(&ack(3, 100, 7), 7, now);
-        assert_eq!(peer.frames_in_flight(), FRAMES_IN_FLIGHT_MAX - 100);
-        let frames = peer.take_frames(NodeId(1), 7, 0);
+        for _ in 0..500 {
+            peer.queue(raft_item(), now).unwrap();
+        }
+        assert!(!peer.wants_flush(), "the window is full");
+        assert!(peer.take_frames(NodeId(1), 7, 0, now).is_empty());
+        peer.received(&ack(3, 1, 7), 7, now);
+        let frames = peer.take_frames(NodeId(1), 7, 0, now);
         assert_eq!(frames.len(), 1);
         let frame = PeerFrame::decode(&frames[0]).unwrap();
-        assert_eq!(frame.items, vec![PeerItem::MetadataWanted]);
-        assert_eq!((frame.acknowledged, frame.acknowledged_instance), (1, 3));
-        // Acks for another instance of ours are ignored.
-        peer.received(&ack(3, 10_000, 8), 7, now);
-        assert_eq!(peer.frames_in_flight(), FRAMES_IN_FLIGHT_MAX - 99);
+        assert_eq!(
+            frame.items.len(),
+            500,
+            "everything queued meanwhile, in one frame"
+        );
+        assert_eq!(peer.dropped_total, 0);
     }
 
-    /// Proves items are packed into frames up to the batch size, and that an owed
-    /// ack alone produces a frame.
+    /// Regression: two peers whose windows towards each other are both full must
+    /// still exchange acknowledgements (an empty frame needs no place in the
+    /// window), or each waits for the other forever.
     #[test]
-    fn batches_and_acks() {
+    fn full_windows_both_ways_still_acknowledge() {
+        let now = Instant::now();
+        let mut a = Peer::new(NodeId(2), now);
+        let mut b = Peer::new(NodeId(1), now);
+        let (a_instance, b_instance) = (7, 9);
+        let mut to_b = Vec::new();
+        let mut to_a = Vec::new();
+        for _ in 0..PIPELINE_FRAMES_MAX {
+            a.queue(raft_item(), now).unwrap();
+            b.queue(raft_item(), now).unwrap();
+            to_b.extend(a.take_frames(NodeId(1), a_instance, 0, now));
+            to_a.extend(b.take_frames(NodeId(2), b_instance, 0, now));
+        }
+        a.queue(raft_item(), now).unwrap();
+        b.queue(raft_item(), now).unwrap();
+        for frame in &to_b {
+            b.received(&PeerFrame::decode(frame).unwrap(), b_instance, now);
+        }
+        for frame in &to_a {
+            a.received(&PeerFrame::decode(frame).unwrap(), a_instance, now);
+        }
+        assert!(
+            a.wants_flush() && b.wants_flush(),
+            "acknowledgements are owed"
+        );
+        let acks_to_b = a.take_frames(NodeId(1), a_instance, 0, now);
+        let acks_to_a = b.take_frames(NodeId(2), b_instance, 0, now);
+        assert_eq!((acks_to_b.len(), acks_to_a.len()), (1, 1));
+        b.received(&PeerFrame::decode(&acks_to_b[0]).unwrap(), b_instance, now);
+        a.received(&PeerFrame::decode(&acks_to_a[0]).unwrap(), a_instance, now);
+        assert_eq!((a.frames_in_flight(), b.frames_in_flight()), (0, 0));
+        assert_eq!(
+            a.take_frames(NodeId(1), a_instance, 0, now).len(),
+            1,
+            "the queued item goes"
+        );
+    }
+
+    /// Proves a peer that acknowledges nothing for STALL_MAX stops receiving Raft
+    /// messages (dropped and counted) while other items wait for it.
+    #[test]
+    fn a_stalled_peer_gets_no_raft_messages() {
         let now = Instant::now();
         let mut peer = Peer::new(NodeId(2), now);
-        for _ in 0..1_000 {
-            peer.queue(raft_item()).unwrap();
+        for _ in 0..PIPELINE_FRAMES_MAX {
+            peer.queue(raft_item(), now).unwrap();
+            peer.take_frames(NodeId(1), 7, 0, now);
         }
-        let frames = peer.take_frames(NodeId(1), 7, 5);
-        assert_eq!(frames.len(), 1);
-        assert_eq!(PeerFrame::decode(&frames[0]).unwrap().items.len(), 1_000);
-        assert!(peer.take_frames(NodeId(1), 7, 5).is_empty());
-        assert!(
-            peer.received(&ack(3, 0, 7), 7, now),
-            "first frame of instance 3"
+        peer.queue(raft_item(), now).unwrap();
+        let later = now + STALL_MAX * 2;
+        assert_eq!(
+            peer.queue(raft_item(), later),
+            Err(QueueRefusal::OutboxFull)
         );
-        assert!(!peer.received(&ack(3, 0, 7), 7, now));
-        let frames = peer.take_frames(NodeId(1), 7, 5);
-        assert_eq!(frames.len(), 1, "the owed ack");
+        peer.queue(PeerItem::MetadataWanted, later).unwrap();
+        assert!(peer.take_frames(NodeId(1), 7, 0, later).is_empty());
+        assert_eq!(peer.dropped_total, 2, "the refused one and the queued one");
+        peer.received(&ack(3, PIPELINE_FRAMES_MAX as u64, 7), 7, later);
+        let frames = peer.take_frames(NodeId(1), 7, 0, later);
+        let frame = PeerFrame::decode(&frames[0]).unwrap();
+        assert_eq!(frame.items, vec![PeerItem::MetadataWanted]);
+    }
+
+    /// Proves the acknowledgement policy: data frames received are acknowledged by
+    /// an empty frame once ACK_AFTER_FRAMES accumulate (or at a tick), empty frames
+    /// are not acknowledged, and acknowledgements for another instance of ours are
+    /// ignored.
+    #[test]
+    fn acknowledgements() {
+        let now = Instant::now();
+        let mut peer = Peer::new(NodeId(2), now);
+        let mut data = ack(3, 0, 7);
+        data.items.push(PeerItem::MetadataWanted);
+        assert!(peer.received(&data, 7, now), "first frame of instance 3");
+        assert!(!peer.wants_flush(), "one data frame: the ack can wait");
+        peer.received(&ack(3, 0, 7), 7, now);
+        assert!(!peer.wants_flush(), "empty frames are not acknowledged");
+        peer.received(&data, 7, now);
+        assert!(peer.wants_flush(), "two data frames: acknowledge now");
+        let frames = peer.take_frames(NodeId(1), 7, 0, now);
+        assert_eq!(frames.len(), 1);
+        let frame = PeerFrame::decode(&frames[0]).unwrap();
+        assert!(frame.items.is_empty());
+        assert_eq!((frame.acknowledged, frame.acknowledged_instance), (1, 3));
+        assert_eq!(peer.frames_in_flight(), 0, "empty frames take no place");
+        peer.received(&data, 7, now);
+        peer.owe_pending_acks();
+        assert!(peer.wants_flush(), "a tick sends what is owed");
+        peer.queue(raft_item(), now).unwrap();
+        peer.take_frames(NodeId(1), 7, 0, now);
+        assert_eq!(peer.frames_in_flight(), 1);
+        peer.received(&ack(3, 10_000, 8), 7, now);
+        assert_eq!(
+            peer.frames_in_flight(),
+            1,
+            "an ack for another instance of ours"
+        );
         assert!(peer.is_reachable(now));
         assert!(!peer.is_reachable(now + SILENCE_MAX * 2));
     }
