@@ -302,7 +302,14 @@ mod tests {
     fn segments_are_reclaimed_under_continuous_writes() {
         let dir = tempfile::tempdir().unwrap();
         let segment_bytes_max = 1_024;
-        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes_max }).unwrap();
+        let (wal, _) = Wal::open(
+            dir.path(),
+            WalOptions {
+                segment_bytes_max,
+                preallocate: true,
+            },
+        )
+        .unwrap();
         let mut writer = WalWriter::new(wal, segment_bytes_max, &RecoveredLogs::default());
         for index in 1..=400u64 {
             writer
@@ -323,7 +330,14 @@ mod tests {
         assert!(stats.segments <= 8, "segments pile up: {stats:?}");
         drop(writer);
 
-        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes_max }).unwrap();
+        let (wal, _) = Wal::open(
+            dir.path(),
+            WalOptions {
+                segment_bytes_max,
+                preallocate: true,
+            },
+        )
+        .unwrap();
         let mut recovered = RecoveredLogs::default();
         wal.replay(&mut |position, payload| {
             recovered.apply(position, payload, None).unwrap();

@@ -228,8 +228,12 @@ impl Node {
         let (db, writer, recovered) = tokio::task::spawn_blocking(move || {
             let db = StateMachineDb::open(&state_dir, sled_cache_bytes)
                 .map_err(|error| format!("state machine: {error}"))?;
-            let (wal, recovery) = Wal::open(&wal_dir, WalOptions { segment_bytes_max })
-                .map_err(|error| error.to_string())?;
+            let wal_options = WalOptions {
+                segment_bytes_max,
+                preallocate: true,
+            };
+            let (wal, recovery) =
+                Wal::open(&wal_dir, wal_options).map_err(|error| error.to_string())?;
             let mut recovered = RecoveredLogs::default();
             let mut failure = None;
             wal.replay(&mut |position, payload| {

@@ -70,6 +70,8 @@ const WAITER_EXPIRY_TICKS: u64 = 300;
 const RECONCILE_TICKS: u64 = 3;
 /// A leadership transfer not done after this many ticks is reported failed.
 const TRANSFER_TICKS_MAX: u64 = 50;
+/// The state machine records its applied index once every this many entries.
+const APPLIED_RECORD_ENTRIES: u64 = 256;
 /// Where a new group's log starts (see `ShardReplica::new`).
 const BOOTSTRAP_POSITION: LogPosition = LogPosition { index: 5, term: 5 };
 /// Configuration-change payloads are flat protobuf messages of a few bytes; anything
@@ -253,6 +255,8 @@ pub struct ShardReplica {
     /// No key in the tree carries a revision above this; entries after it are
     /// applied without idempotency reads where the command allows.
     seen_until: u64,
+    /// The applied index last recorded in the state machine.
+    applied_recorded: u64,
     /// Whether this replica is the group's only voter (recomputed on every
     /// configuration change).
     sole_voter: bool,
@@ -289,6 +293,7 @@ impl ShardReplica {
         } = parts;
         let mut pending_conf_state = None;
         let mut pending_compaction = None;
+        let generation_snapshot = store.generation_record()?.snapshot;
         if log.is_blank() {
             if let Bootstrap::Voters(voters) = &bootstrap {
                 // The group starts as if from a snapshot at BOOTSTRAP_POSITION holding
@@ -310,7 +315,7 @@ impl ShardReplica {
         }
         // A snapshot installed into the state machine whose WAL record was lost in a
         // crash: the tree holds the state at its index, so the log starts there.
-        if let Some(position) = store.generation_record()?.snapshot {
+        if let Some(position) = &generation_snapshot {
             if position.index > log.truncated().index {
                 let start = LogPosition {
                     index: position.index,
@@ -333,8 +338,13 @@ impl ShardReplica {
         // carrying that commit index reached the WAL (commit-only changes are not
         // written; see `drive`).
         let applied_before = store.applied_index()?.min(log.last_index());
-        // No key can carry a revision above what was applied or logged before.
-        let seen_until = store.applied_index()?.max(log.last_index());
+        // No key can carry a revision above the log's last entry (entries are
+        // applied only once durable in it) or what an installed snapshot brought.
+        let seen_until = log.last_index().max(
+            generation_snapshot
+                .as_ref()
+                .map_or(0, |snapshot| snapshot.revision_max),
+        );
         let commit = log
             .hard_state()
             .commit
@@ -395,6 +405,7 @@ impl ShardReplica {
             applied_index: applied.index,
             applied_term: applied.term,
             seen_until,
+            applied_recorded: applied.index,
             sole_voter: false,
             ticks: 0,
             was_leader: false,
@@ -1068,6 +1079,7 @@ impl ShardReplica {
             index: metadata.index,
             term: metadata.term,
             conf_state: conf_record.clone(),
+            revision_max: metadata.index,
         })?;
         let position = LogPosition {
             index: metadata.index,
@@ -1126,7 +1138,13 @@ impl ShardReplica {
                 }
             }
         }
-        let outcomes = self.store.apply_after(&commands, self.seen_until)?;
+        let record_applied = last.index >= self.applied_recorded + APPLIED_RECORD_ENTRIES;
+        if record_applied {
+            self.applied_recorded = last.index;
+        }
+        let outcomes = self
+            .store
+            .apply_after(&commands, self.seen_until, record_applied)?;
         for (entry, outcome) in entries.iter().zip(outcomes) {
             let Some(outcome) = outcome else { continue };
             let Some(sequence) = self.own_context(&entry.context) else {

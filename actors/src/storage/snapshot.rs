@@ -47,6 +47,11 @@ pub struct SnapshotPosition {
     pub index: u64,
     pub term: u64,
     pub conf_state: ConfStateRecord,
+    /// The highest revision of any key the snapshot brought (a fuzzy stream reads
+    /// keys written after the index it is labelled with). Replay after a restart
+    /// must check every entry up to here against the key's revision.
+    #[serde(default)]
+    pub revision_max: u64,
 }
 
 /// A shard's current generation and the snapshot it came from (none for a tree that
@@ -374,7 +379,7 @@ impl StagedSnapshot {
     /// Makes the staged generation the shard's current one, durably, and returns
     /// its store. The previous generation stays on disk, unused, until the next
     /// install or start drops it.
-    pub fn install(self, position: SnapshotPosition) -> Result<ShardStore, StoreError> {
+    pub fn install(self, mut position: SnapshotPosition) -> Result<ShardStore, StoreError> {
         if position.index != self.index {
             return Err(StoreError::BadSnapshot {
                 shard: self.staged.shard,
@@ -384,6 +389,7 @@ impl StagedSnapshot {
                 ),
             });
         }
+        position.revision_max = position.revision_max.max(self.revision_max);
         let record = GenerationRecord {
             version: GENERATION_FORMAT_VERSION,
             generation: self.staged.generation,
@@ -432,6 +438,7 @@ mod tests {
                 voters: vec![1, 2, 3],
                 ..Default::default()
             },
+            revision_max: index,
         }
     }
 

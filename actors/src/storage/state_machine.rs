@@ -1,8 +1,9 @@
 //! The shard state machine on sled: one `Db` per node, one tree per shard replica.
 //!
 //! Layout of a shard tree (all integers big-endian so keys sort):
-//! - `0x00 "applied_index"` → `u64`: the last Raft index applied, written right after
-//!   the data of each applied batch.
+//! - `0x00 "applied_index"` → `u64`: a Raft index up to which everything was
+//!   applied, written after the data of a batch now and then (a recovery hint, never
+//!   relied on for correctness: replay is idempotent).
 //! - `namespace byte` + key bytes → `kind u8`, `revision u64`, then for kind 1 (a
 //!   live value) the value bytes; kind 2 is a tombstone: the key was deleted at
 //!   `revision`. Namespace bytes: `0x01` plain KV, `0x02` documents.
@@ -275,16 +276,19 @@ impl ShardStore {
         &self,
         entries: &[(u64, Option<Command>)],
     ) -> Result<Vec<Option<ApplyOutcome>>, StoreError> {
-        self.apply_after(entries, u64::MAX)
+        self.apply_after(entries, u64::MAX, true)
     }
 
     /// [`ShardStore::apply`], told that no key in the tree carries a revision above
     /// `seen_until`: an unconditional put of a later entry cannot be a replay and
     /// its condition always holds, so it is written without reading the key first.
+    /// The applied index is recorded only with `record_applied` (it is a hint for
+    /// recovery, and writing it with every batch of one entry doubled the writes).
     pub fn apply_after(
         &self,
         entries: &[(u64, Option<Command>)],
         seen_until: u64,
+        record_applied: bool,
     ) -> Result<Vec<Option<ApplyOutcome>>, StoreError> {
         let Some(&(last_index, _)) = entries.last() else {
             return Ok(Vec::new());
@@ -351,8 +355,10 @@ impl ShardStore {
                 }
             }
         }
-        self.tree
-            .insert(APPLIED_INDEX_KEY, &last_index.to_be_bytes())?;
+        if record_applied {
+            self.tree
+                .insert(APPLIED_INDEX_KEY, &last_index.to_be_bytes())?;
+        }
         Ok(outcomes)
     }
 

@@ -112,6 +112,9 @@ pub(super) struct SegmentScan {
     /// Where the valid content ends. Below `file_bytes` only in the last segment, when
     /// a torn tail must be truncated; zero when the header itself is torn.
     pub(super) valid_bytes: u64,
+    /// Whether everything from `valid_bytes` to the end of the file is zeros (a
+    /// preallocated remainder, or a file system that extended the file with zeros).
+    pub(super) zero_tail: bool,
 }
 
 impl SegmentScan {
@@ -155,6 +158,7 @@ pub(super) fn recover_segment(
                 records: 0,
                 file_bytes,
                 valid_bytes: 0,
+                zero_tail: false,
             });
         }
         let Ok(header) = <[u8; SEGMENT_HEADER_BYTES]>::try_from(header_bytes) else {
@@ -180,6 +184,7 @@ pub(super) fn recover_segment(
                     records,
                     file_bytes,
                     valid_bytes: file_bytes,
+                    zero_tail: false,
                 })
             }
             SegmentRead::Incomplete { offset } if is_last => {
@@ -187,6 +192,7 @@ pub(super) fn recover_segment(
                     records,
                     file_bytes,
                     valid_bytes: offset,
+                    zero_tail: false,
                 })
             }
             SegmentRead::Incomplete { offset } => {
@@ -196,17 +202,28 @@ pub(super) fn recover_segment(
                 ))
             }
             SegmentRead::Invalid { offset, reason } => {
-                let torn_final_record = matches!(
-                    reason,
-                    InvalidRecord::ChecksumMismatch { record_bytes, .. }
-                        if offset + record_bytes as u64 == file_bytes
-                );
-                if is_last && (torn_final_record || reader.rest_is_zero()?) {
-                    return Ok(SegmentScan {
-                        records,
-                        file_bytes,
-                        valid_bytes: offset,
-                    });
+                if is_last {
+                    // A final record torn by a crash: its checksum fails and only
+                    // zeros (preallocated, or none at all) follow it.
+                    // A damaged length field could make a record seem to swallow the
+                    // ones after it: a whole valid record inside its span means
+                    // corruption, not a torn write.
+                    let torn_final_record = match reason {
+                        InvalidRecord::ChecksumMismatch { record_bytes, .. } => {
+                            !reader.span_holds_a_record(record_bytes)
+                                && reader.rest_is_zero_after(record_bytes)?
+                        }
+                        _ => false,
+                    };
+                    let zero_tail = !torn_final_record && reader.rest_is_zero()?;
+                    if torn_final_record || zero_tail {
+                        return Ok(SegmentScan {
+                            records,
+                            file_bytes,
+                            valid_bytes: offset,
+                            zero_tail,
+                        });
+                    }
                 }
                 let place = if is_last {
                     "followed by more data in the last segment"
@@ -376,6 +393,26 @@ impl<'p> SegmentReader<'p> {
                 return Ok(true);
             }
         }
+    }
+
+    /// Whether a whole, valid record starts anywhere after the first byte of the
+    /// next `span` unconsumed ones (a record just decoded, so in the buffer).
+    fn span_holds_a_record(&self, span: usize) -> bool {
+        let end = (self.consumed + span).min(self.buffer.len());
+        (self.consumed + 1..end).any(|start| {
+            matches!(
+                decode_record(&self.buffer[start..]),
+                DecodeOutcome::Record { .. }
+            )
+        })
+    }
+
+    /// Whether every byte after the next `skip` unconsumed ones (which must be in
+    /// the buffer: a record just decoded) is zero, to the readable end. Consumes the
+    /// rest of the file.
+    fn rest_is_zero_after(&mut self, skip: usize) -> Result<bool, WalError> {
+        self.consumed = (self.consumed + skip).min(self.buffer.len());
+        self.rest_is_zero()
     }
 
     /// Decodes the next record, reading more of the file as needed.

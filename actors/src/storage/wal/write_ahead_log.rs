@@ -133,7 +133,7 @@ impl Wal {
 
         let mut recovery = Recovery::default();
         let Some((&last_id, earlier_ids)) = segment_ids.split_last() else {
-            let active = create_first_segment(directory, &directory_file, &mut stats)?;
+            let active = create_first_segment(directory, &directory_file, options, &mut stats)?;
             recovery.segments = 1;
             recovery.created = true;
             return Ok((
@@ -166,7 +166,11 @@ impl Wal {
             .open(&path)
             .map_err(WalError::io(&path))?;
         let mut written_bytes = scan.valid_bytes;
-        if scan.valid_bytes < scan.file_bytes || scan.header_is_torn() {
+        let preallocated_remainder =
+            options.preallocate && scan.zero_tail && !scan.header_is_torn();
+        if preallocated_remainder {
+            // The zeros after the records are the segment's unused space.
+        } else if scan.valid_bytes < scan.file_bytes || scan.header_is_torn() {
             recovery.torn_tail_truncated_bytes = scan.file_bytes - scan.valid_bytes;
             recovery.torn_tail = Some(RecordPosition {
                 segment: last_id,
@@ -190,6 +194,9 @@ impl Wal {
             // before anything is appended after it.
             file.sync_all().map_err(WalError::io(&path))?;
             stats.fsyncs += 1;
+        }
+        if options.preallocate {
+            preallocate(&mut file, &path, options.segment_bytes_max, &mut stats)?;
         }
         file.seek(SeekFrom::Start(written_bytes))
             .map_err(WalError::io(&path))?;
@@ -336,14 +343,40 @@ impl Wal {
     /// [`Wal::sync`].
     pub fn rollover(&mut self) -> Result<SegmentId, WalError> {
         self.sync()?;
+        if self.options.preallocate {
+            // A closed segment ends with its last record: trim the zeros while it is
+            // still the last segment, where a crash leaving them is harmless.
+            let trimmed = self
+                .active
+                .file
+                .set_len(self.active.written_bytes)
+                .and_then(|()| self.active.file.sync_all());
+            if let Err(source) = trimmed {
+                self.poisoned = true;
+                return Err(WalError::Io {
+                    path: self.active.path.clone(),
+                    source,
+                });
+            }
+            self.stats.fsyncs += 1;
+        }
         let id = self.active.id.next();
         let path = self.directory.join(segment_file_name(id));
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(WalError::io(&path))?;
+        if self.options.preallocate {
+            preallocate(
+                &mut file,
+                &path,
+                self.options.segment_bytes_max,
+                &mut self.stats,
+            )?;
+            file.seek(SeekFrom::Start(0)).map_err(WalError::io(&path))?;
+        }
         // The buffer is empty after the sync; reuse its capacity.
         let mut buffer = std::mem::take(&mut self.active.buffer);
         buffer.extend_from_slice(&encode_segment_header(id));
@@ -504,10 +537,48 @@ fn list_segments(directory: &Path) -> Result<Vec<SegmentId>, WalError> {
     Ok(ids)
 }
 
+/// Extends `file` up to `bytes` with allocated space that reads as zeros (nothing
+/// when it is that long already) and makes the new length durable. Uses
+/// `fallocate`, which allocates without writing; where the file system does not
+/// support it, zeros are written instead.
+fn preallocate(
+    file: &mut File,
+    path: &Path,
+    bytes: u64,
+    stats: &mut WalFileStats,
+) -> Result<(), WalError> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let length = file.metadata().map_err(WalError::io(path))?.len();
+    if length >= bytes {
+        return Ok(());
+    }
+    let allocated = rustix::fs::fallocate(
+        &*file,
+        rustix::fs::FallocateFlags::empty(),
+        length,
+        bytes - length,
+    );
+    if allocated.is_err() {
+        file.seek(SeekFrom::Start(length))
+            .map_err(WalError::io(path))?;
+        let mut remaining = bytes - length;
+        while remaining > 0 {
+            let chunk = remaining.min(ZEROS.len() as u64) as usize;
+            file.write_all(&ZEROS[..chunk])
+                .map_err(WalError::io(path))?;
+            remaining -= chunk as u64;
+        }
+    }
+    file.sync_all().map_err(WalError::io(path))?;
+    stats.fsyncs += 1;
+    Ok(())
+}
+
 /// Creates segment [`SegmentId::FIRST`] in an empty directory, durably.
 fn create_first_segment(
     directory: &Path,
     directory_file: &File,
+    options: WalOptions,
     stats: &mut WalFileStats,
 ) -> Result<ActiveSegment, WalError> {
     let id = SegmentId::FIRST;
@@ -518,6 +589,10 @@ fn create_first_segment(
         .create_new(true)
         .open(&path)
         .map_err(WalError::io(&path))?;
+    if options.preallocate {
+        preallocate(&mut file, &path, options.segment_bytes_max, stats)?;
+        file.seek(SeekFrom::Start(0)).map_err(WalError::io(&path))?;
+    }
     let header = encode_segment_header(id);
     file.write_all(&header).map_err(WalError::io(&path))?;
     file.sync_data().map_err(WalError::io(&path))?;
@@ -545,11 +620,127 @@ mod tests {
     const SMALL_SEGMENT_BYTES: u64 = 256;
 
     fn options(segment_bytes_max: u64) -> WalOptions {
-        WalOptions { segment_bytes_max }
+        WalOptions {
+            segment_bytes_max,
+            preallocate: false,
+        }
     }
 
+    /// Opens without preallocation, so file sizes are what the records make them
+    /// (the preallocated layout has tests of its own).
     fn open(directory: &Path) -> (Wal, Recovery) {
-        Wal::open(directory, WalOptions::default()).expect("WAL opens")
+        Wal::open(directory, options(WalOptions::default().segment_bytes_max)).expect("WAL opens")
+    }
+
+    fn preallocated(segment_bytes_max: u64) -> WalOptions {
+        WalOptions {
+            segment_bytes_max,
+            preallocate: true,
+        }
+    }
+
+    // Proves a preallocated segment is full-size zeros past its records, that a clean
+    // reopen reports nothing torn and truncates nothing, that appends continue where
+    // the records end, and that rollover trims the closed segment to its records.
+    #[test]
+    fn preallocated_segments_reopen_cleanly_and_trim_when_closed() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let segment_bytes = 64 * 1024;
+        let (mut wal, _) = Wal::open(directory.path(), preallocated(segment_bytes)).expect("opens");
+        append_synced(&mut wal, 0, 20);
+        let path = segment_path(directory.path(), 1);
+        assert_eq!(fs::metadata(&path).expect("metadata").len(), segment_bytes);
+        drop(wal);
+        let (mut wal, recovery) =
+            Wal::open(directory.path(), preallocated(segment_bytes)).expect("reopens");
+        assert_eq!(
+            (
+                recovery.records,
+                recovery.torn_tail,
+                recovery.torn_tail_truncated_bytes
+            ),
+            (20, None, 0)
+        );
+        assert_eq!(fs::metadata(&path).expect("metadata").len(), segment_bytes);
+        append_synced(&mut wal, 20, 5);
+        let written = wal.active_segment_bytes();
+        wal.rollover().expect("rollover");
+        append_synced(&mut wal, 25, 5);
+        assert_eq!(
+            fs::metadata(&path).expect("metadata").len(),
+            written,
+            "trimmed"
+        );
+        assert_eq!(
+            fs::metadata(segment_path(directory.path(), 2))
+                .expect("metadata")
+                .len(),
+            segment_bytes
+        );
+        drop(wal);
+        let (wal, recovery) =
+            Wal::open(directory.path(), preallocated(segment_bytes)).expect("reopens");
+        assert_eq!((recovery.records, recovery.torn_tail), (30, None));
+        assert_eq!(
+            payloads(&replay_all(&wal)),
+            (0..30).map(payload).collect::<Vec<_>>()
+        );
+    }
+
+    // Proves a final record torn over preallocated zeros (a prefix of it written, the
+    // zeros after it untouched) is a torn tail: cut, reported, the segment extended
+    // again, and appends after it survive; while damage followed by a valid record is
+    // still corruption.
+    #[test]
+    fn torn_record_over_preallocated_zeros_is_a_torn_tail() {
+        let segment_bytes = 64 * 1024;
+        let record_bytes = (RECORD_HEADER_BYTES + payload(3).len()) as u64;
+        for written in [1, RECORD_HEADER_BYTES as u64, record_bytes - 1] {
+            let directory = tempfile::tempdir().expect("temporary directory");
+            let (mut wal, _) =
+                Wal::open(directory.path(), preallocated(segment_bytes)).expect("opens");
+            let positions = append_synced(&mut wal, 0, 3);
+            let end = wal.active_segment_bytes();
+            drop(wal);
+            let mut record = Vec::new();
+            encode_record(&payload(3), &mut record).expect("encode");
+            let path = segment_path(directory.path(), 1);
+            let mut file = OpenOptions::new().write(true).open(&path).expect("open");
+            file.seek(SeekFrom::Start(end)).expect("seek");
+            file.write_all(&record[..written as usize]).expect("write");
+            drop(file);
+            let (mut wal, recovery) =
+                Wal::open(directory.path(), preallocated(segment_bytes)).expect("reopens");
+            assert_eq!(recovery.records, 3, "written {written}");
+            assert_eq!(
+                recovery.torn_tail,
+                Some(RecordPosition {
+                    segment: SegmentId(1),
+                    offset: end
+                })
+            );
+            assert_eq!(fs::metadata(&path).expect("metadata").len(), segment_bytes);
+            append_synced(&mut wal, 3, 1);
+            let replayed = replay_all(&wal);
+            assert_eq!(replayed.len(), 4);
+            assert_eq!(
+                replayed[..3].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                positions
+            );
+        }
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let (mut wal, _) = Wal::open(directory.path(), preallocated(segment_bytes)).expect("opens");
+        let positions = append_synced(&mut wal, 0, 3);
+        drop(wal);
+        let path = segment_path(directory.path(), 1);
+        let mut file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.seek(SeekFrom::Start(positions[1].offset + 2))
+            .expect("seek");
+        file.write_all(&[0xAB]).expect("damage");
+        drop(file);
+        let error = Wal::open(directory.path(), preallocated(segment_bytes)).unwrap_err();
+        let (_, offset, _) = expect_corrupted(error);
+        assert_eq!(offset, positions[1].offset);
     }
 
     fn payload(index: u64) -> Vec<u8> {
