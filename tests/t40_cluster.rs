@@ -402,3 +402,248 @@ async fn t44_whole_cluster_killed_and_restarted() {
     phase("every acknowledged write is back");
     assert_all_readable(&cluster.node(3).url(""), &written, 32).await;
 }
+
+/// Proves a shard without quorum answers rather than hangs: with two of three nodes
+/// SIGKILLed, a write and a linearizable read through the survivor get 503 with
+/// `Retry-After` within the request timeout (a stale read still answers), and once
+/// the two are back the same write succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t45_no_quorum_answers_503_then_recovers() {
+    let _place = ClusterPlace::take();
+    phase("start three nodes");
+    let mut cluster = Cluster::start(3, &[]);
+    let client = client();
+    let base = cluster.node(3).url("");
+    let revision = put(&client, &base, "quorum/key", "before")
+        .await
+        .expect("write with quorum");
+    phase("SIGKILL nodes 1 and 2");
+    cluster.node_mut(1).kill();
+    cluster.node_mut(2).kill();
+    for (method, path) in [("PUT", "/v1/kv/quorum/key"), ("GET", "/v1/kv/quorum/key")] {
+        let started = Instant::now();
+        let request = match method {
+            "PUT" => client.put(cluster.node(3).url(path)).body("after"),
+            _ => client.get(cluster.node(3).url(path)),
+        };
+        let response = request.send().await.expect("the survivor answers");
+        let waited = started.elapsed();
+        eprintln!(
+            "{method} without quorum: {} after {waited:?}",
+            response.status()
+        );
+        assert_eq!(response.status(), 503, "{method}");
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "{method}: no Retry-After"
+        );
+        // The default request timeout is 5 s; the answer must not wait much longer.
+        assert!(
+            waited < Duration::from_secs(9),
+            "{method} hung for {waited:?}"
+        );
+    }
+    let stale = get(&client, &base, "quorum/key", true).await;
+    assert_eq!(stale, Ok(Some(("before".to_string(), revision))));
+    phase("restart nodes 1 and 2");
+    for node in [1, 2] {
+        cluster.node_mut(node).spawn();
+    }
+    for node in [1, 2] {
+        cluster
+            .node_mut(node)
+            .wait_until_healthy(Duration::from_secs(60));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match put(&client, &base, "quorum/key", "after").await {
+            Ok(new) => {
+                assert!(new > revision);
+                break;
+            }
+            Err(error) if Instant::now() < deadline => eprintln!("while recovering: {error}"),
+            Err(error) => panic!("writes did not recover: {error}"),
+        }
+    }
+}
+
+/// Proves `dbctl shard transfer-leader` moves a shard's leadership (the cluster
+/// view then names the new leader) and `dbctl shard checksums` lists every replica
+/// of the node with its applied index, in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t46_dbctl_transfers_leadership_and_lists_checksums() {
+    let _place = ClusterPlace::take();
+    let cluster = Cluster::start(3, &[]);
+    let view = cluster_view(cluster.node(1)).expect("cluster view");
+    let shard = &view["shards"][0];
+    let leader = shard["leader"].as_u64().expect("a leader");
+    let target = (1..=3).find(|node| *node != leader).expect("another voter");
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|node| node.admin.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let dbctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dbctl"))
+            .arg("--endpoints")
+            .arg(&endpoints)
+            .args(args)
+            .output()
+            .expect("run dbctl")
+    };
+    let moved = dbctl(&["shard", "transfer-leader", "0", &target.to_string()]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&moved.stdout),
+        format!("shard 0 is now led by node {target}\n")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster_view(cluster.node(1)).expect("view")["shards"][0]["leader"].as_u64()
+        != Some(target)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the view never showed the new leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = dbctl(&["shard", "transfer-leader", "0", "9"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "an unknown node is invalid input"
+    );
+    let listed = dbctl(&["-o", "json", "shard", "checksums"]);
+    assert!(listed.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let shards = json["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), TEST_SHARDS as usize);
+    assert!(shards.iter().all(|shard| shard["applied_index"]
+        .as_u64()
+        .is_some_and(|index| index > 0)));
+}
+
+/// Finds a base port whose 30 ports (HTTP, admin, cluster, gossip of three demo
+/// nodes) are free right now.
+fn free_port_range() -> u16 {
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 1_000) * 30 + attempt * 137 % 20_000;
+        let free = (0..30u16).all(|offset| {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], base + offset));
+            std::net::TcpListener::bind(address).is_ok()
+                && std::net::UdpSocket::bind(address).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free range of 30 ports");
+}
+
+/// Proves `mimorid demo --nodes 3` starts a working three-node cluster, prints its
+/// endpoints, and on Ctrl-C (SIGINT) stops every node and removes its temporary
+/// data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t47_demo_runs_a_local_cluster() {
+    use std::io::BufRead;
+    let _place = ClusterPlace::take();
+    let base = free_port_range();
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_mimorid"))
+        .args(["demo", "--nodes", "3", "--base-port", &base.to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the demo");
+    let stdout = demo.stdout.take().expect("stdout");
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !printed
+        .iter()
+        .any(|line: &String| line.contains("Ctrl-C stops every node"))
+    {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match read.recv_timeout(wait) {
+            Ok(line) => printed.push(line),
+            Err(_) => {
+                let _ = demo.kill();
+                let output = demo.wait_with_output().expect("demo output");
+                panic!(
+                    "the demo did not come up: {printed:?}\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+    let data_dir = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("Data and logs: "))
+        .and_then(|rest| rest.strip_suffix(" (removed at exit)"))
+        .map(std::path::PathBuf::from)
+        .expect("the demo names its temporary directory");
+    assert!(data_dir.exists());
+    let first = format!("http://127.0.0.1:{base}");
+    let third = format!("http://127.0.0.1:{}", base + 20);
+    assert!(
+        printed.iter().any(|line| line.contains(&third)),
+        "{printed:?}"
+    );
+    let client = client();
+    let revision = put(&client, &third, "demo/key", "hello")
+        .await
+        .expect("write through node 3");
+    assert_eq!(
+        get(&client, &first, "demo/key", false).await,
+        Ok(Some(("hello".to_string(), revision)))
+    );
+    let view: serde_json::Value = client
+        .get(format!("{first}/v1/cluster"))
+        .send()
+        .await
+        .expect("cluster view")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(3));
+
+    phase("Ctrl-C");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = demo.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "demo exit {exit}");
+    assert!(!data_dir.exists(), "the temporary directory is removed");
+    for node in 0..3u16 {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], base + 10 * node));
+        assert_eq!(
+            common::http_status(address, "/health"),
+            None,
+            "node {node} still answers"
+        );
+    }
+}
