@@ -300,9 +300,11 @@ impl Config {
         if !(1..=64 * 1024).contains(&self.key_bytes_max) {
             return invalid("key_bytes_max must be 1..=65536".into());
         }
-        // A value travels in one WAL record (at most 32 MiB) and one Raft message.
-        if !(1..=16 * 1024 * 1024).contains(&self.value_bytes_max) {
-            return invalid("value_bytes_max must be 1..=16777216 (16 MiB)".into());
+        // A value travels in one WAL record (at most 32 MiB) and in one frame between
+        // nodes, which peers refuse above 16 MiB; 8 MiB leaves room for the envelope
+        // and the other items of a frame.
+        if !(1..=8 * 1024 * 1024).contains(&self.value_bytes_max) {
+            return invalid("value_bytes_max must be 1..=8388608 (8 MiB)".into());
         }
         if self.admin_connections_max == 0 {
             return invalid("admin_connections_max must be at least 1".into());

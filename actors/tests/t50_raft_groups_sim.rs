@@ -911,3 +911,60 @@ fn t51_crashes_and_snapshots() {
         4_000,
     );
 }
+
+/// Proves a configuration change sent by a peer as a proposal is dropped before
+/// raft-rs sees it: only the leader's own membership logic changes the group.
+#[test]
+fn t52_peer_proposals_cannot_change_the_group() {
+    use protobuf::Message as _;
+    use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, MessageType};
+
+    let quiet = Faults {
+        loss: 0,
+        duplicate: 0,
+        crash: 0,
+        partition: 0,
+    };
+    let mut sim = Sim::new(52, quiet);
+    sim.settle();
+    let leader = sim.leader_index().expect("a leader after settling");
+    let follower = (leader + 1) % NODES.len();
+    let applied_before = sim.nodes[leader]
+        .replica
+        .as_ref()
+        .map(ShardReplica::applied_index)
+        .expect("the leader runs");
+
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::RemoveNode);
+    change.node_id = NODES[follower].0;
+    let mut entry = Entry::default();
+    entry.set_entry_type(EntryType::EntryConfChange);
+    entry.data = change.write_to_bytes().expect("encodes").into();
+    let mut proposal = Message::default();
+    proposal.set_msg_type(MessageType::MsgPropose);
+    proposal.from = NODES[follower].0;
+    proposal.to = NODES[leader].0;
+    proposal.entries = vec![entry].into();
+    sim.nodes[leader]
+        .replica
+        .as_mut()
+        .expect("the leader runs")
+        .step(proposal);
+    sim.drive(leader);
+    sim.settle();
+
+    let replica = sim.nodes[leader].replica.as_ref().expect("the leader runs");
+    assert_eq!(
+        replica.applied_index(),
+        applied_before,
+        "nothing was appended"
+    );
+    assert_eq!(
+        replica.conf_state().voters.len(),
+        NODES.len(),
+        "the group keeps every voter: {:?}",
+        replica.conf_state().voters
+    );
+    assert!(replica.conf_state().voters.contains(&NODES[follower].0));
+}

@@ -153,6 +153,10 @@ impl Actor for ShardReplicaActor {
                 for message in messages {
                     state.replica.step(message);
                 }
+                // A frame's messages for this group arrive together, so there is
+                // little to batch with: handle the Ready now, saving a mailbox round.
+                effects = state.replica.drive()?;
+                wants_drive = state.replica.has_ready();
             }
             ShardReplicaMsg::SnapshotChunk { from, chunk } => {
                 effects = state.replica.receive_snapshot_chunk(from, chunk)?;

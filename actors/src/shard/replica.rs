@@ -74,6 +74,9 @@ const TRANSFER_TICKS_MAX: u64 = 50;
 const APPLIED_RECORD_ENTRIES: u64 = 256;
 /// Where a new group's log starts (see `ShardReplica::new`).
 const BOOTSTRAP_POSITION: LogPosition = LogPosition { index: 5, term: 5 };
+/// A proposal a follower forwards carries one command: at most a value and a key
+/// plus its envelope.
+const PROPOSAL_FORWARDED_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Configuration-change payloads are flat protobuf messages of a few bytes; anything
 /// larger is refused before it reaches the parser.
 const CONF_CHANGE_BYTES_MAX: usize = 4 * 1024;
@@ -569,6 +572,17 @@ impl ShardReplica {
     /// arrive through [`ShardReplica::receive_snapshot_chunk`].
     pub fn step(&mut self, message: Message) {
         if message.to != self.node_id.0 || message.get_msg_type() == MessageType::MsgSnapshot {
+            return;
+        }
+        if message.get_msg_type() == MessageType::MsgPropose
+            && message.entries.iter().any(|entry| {
+                entry.get_entry_type() != EntryType::EntryNormal
+                    || entry.data.len() > PROPOSAL_FORWARDED_BYTES_MAX
+            })
+        {
+            // Followers forward only normal writes; a configuration change arriving
+            // as a proposal from a peer would make raft-rs parse its protobuf payload
+            // (and only a leader may change the group).
             return;
         }
         if message.get_msg_type() == MessageType::MsgTimeoutNow && self.snapshot_persisting() {

@@ -7,9 +7,10 @@
 //! and named fields cost about a tenth of a replicated write's CPU. A positional
 //! format cannot grow a field unnoticed, so any change to these types bumps
 //! [`PEER_FRAME_VERSION`]. Raft messages are converted into [`RaftMessageRecord`]s
-//! rather than sent as protobuf, so no bytes from the network reach the protobuf
-//! parser, and the format is pinned by a golden-bytes test like every other format
-//! of the project.
+//! rather than sent as protobuf, so no frame is protobuf-decoded; the only protobuf
+//! a peer's bytes reach is a configuration-change entry's payload, parsed when a
+//! replica applies it, after a size check (`shard::replica`). The format is pinned by
+//! a golden-bytes test like every other format of the project.
 //!
 //! Limits: a frame is decoded only from a payload that ractor_cluster already
 //! bounded ([`PEER_FRAME_BYTES_MAX`]); the sender never builds a larger one (it
