@@ -19,7 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// write load that showed as 4 % of the CPU and as a longer p99 (about 28 ms instead
 /// of 20 ms at 64 connections on a 3-node cluster, docs/pages/benchmarks.md). The
 /// setting belongs to the process and is inherited by the nodes `mimorid demo`
-/// starts. A kernel without the setting (before Linux 3.15) just keeps its default.
+/// starts. On a kernel without the setting (before Linux 3.15) the node says so on
+/// stderr and runs with the default.
 fn disable_transparent_huge_pages() {
     if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
         eprintln!("mimorid: cannot opt out of transparent huge pages: {error}");
