@@ -13,6 +13,7 @@
 //! version marker.
 
 pub mod placement;
+pub mod ring;
 
 use crate::ids::{NodeId, ShardId};
 use crate::kv::NodeAddresses;
