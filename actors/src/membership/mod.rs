@@ -3,4 +3,5 @@
 //! with `--join` asks a seed's gossip address where its cluster listener is, then
 //! joins over the cluster connection.
 
+pub mod packet;
 pub mod seed_probe;
