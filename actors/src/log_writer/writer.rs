@@ -302,14 +302,11 @@ mod tests {
     fn segments_are_reclaimed_under_continuous_writes() {
         let dir = tempfile::tempdir().unwrap();
         let segment_bytes_max = 1_024;
-        let (wal, _) = Wal::open(
-            dir.path(),
-            WalOptions {
-                segment_bytes_max,
-                preallocate: true,
-            },
-        )
-        .unwrap();
+        let options = WalOptions {
+            segment_bytes_max,
+            preallocate: true,
+        };
+        let (wal, _) = Wal::open(dir.path(), options).unwrap();
         let mut writer = WalWriter::new(wal, segment_bytes_max, &RecoveredLogs::default());
         for index in 1..=400u64 {
             writer
@@ -330,14 +327,7 @@ mod tests {
         assert!(stats.segments <= 8, "segments pile up: {stats:?}");
         drop(writer);
 
-        let (wal, _) = Wal::open(
-            dir.path(),
-            WalOptions {
-                segment_bytes_max,
-                preallocate: true,
-            },
-        )
-        .unwrap();
+        let (wal, _) = Wal::open(dir.path(), options).unwrap();
         let mut recovered = RecoveredLogs::default();
         wal.replay(&mut |position, payload| {
             recovered.apply(position, payload, None).unwrap();

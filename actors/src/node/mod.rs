@@ -230,7 +230,7 @@ impl Node {
                 .map_err(|error| format!("state machine: {error}"))?;
             let wal_options = WalOptions {
                 segment_bytes_max,
-                preallocate: true,
+                ..WalOptions::default()
             };
             let (wal, recovery) =
                 Wal::open(&wal_dir, wal_options).map_err(|error| error.to_string())?;

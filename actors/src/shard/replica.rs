@@ -1086,14 +1086,15 @@ impl ShardReplica {
         if staged.index() != metadata.index {
             return Err(bad("the staged snapshot has another index"));
         }
-        self.seen_until = staged.revision_max();
+        let revision_max = staged.revision_max();
+        self.seen_until = revision_max;
         let conf_state = metadata.get_conf_state().clone();
         let conf_record = ConfStateRecord::at(&conf_state, metadata.index);
         let store = staged.install(SnapshotPosition {
             index: metadata.index,
             term: metadata.term,
             conf_state: conf_record.clone(),
-            revision_max: metadata.index,
+            revision_max,
         })?;
         let position = LogPosition {
             index: metadata.index,

@@ -302,19 +302,18 @@ impl ShardStore {
             let revision = Revision(*index);
             let (namespace, key) = command.key();
             let key = stored_key(namespace, key);
-            if let Command::Put {
-                value,
-                condition: Condition::Always,
-                ..
-            } = command
-            {
-                if *index > seen_until {
-                    self.tree.insert(key, encode_value(revision, value))?;
-                    outcomes.push(Some(Ok(revision)));
-                    continue;
-                }
-            }
-            let (last_write, current) = match self.tree.get(&key)? {
+            // An unconditional put of an entry no key has seen yet can skip the read:
+            // the key counts as absent, and the condition holds.
+            let unread = *index > seen_until
+                && matches!(
+                    command,
+                    Command::Put {
+                        condition: Condition::Always,
+                        ..
+                    }
+                );
+            let stored = if unread { None } else { self.tree.get(&key)? };
+            let (last_write, current) = match stored {
                 Some(stored) => {
                     let (last_write, live) = decode_header(&key, &stored)?;
                     (Some(last_write), live.then_some(last_write))

@@ -16,7 +16,7 @@ use crate::shard::replica::SnapshotAck;
 use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus};
 use ractor_cluster::NodeServerMessage;
 use raft::eraftpb::Message;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -424,14 +424,11 @@ impl TransportState {
         }
         self.reconcile_metadata(from, frame.metadata_revision, now);
         // Raft messages go to each replica in one mailbox message per frame.
-        let mut raft: Vec<(GroupId, Vec<Message>)> = Vec::new();
+        let mut raft: BTreeMap<GroupId, Vec<Message>> = BTreeMap::new();
         for item in frame.items {
             match item {
                 PeerItem::Raft { group, message } => match message.to_message() {
-                    Ok(message) => match raft.iter_mut().find(|(known, _)| *known == group) {
-                        Some((_, messages)) => messages.push(message),
-                        None => raft.push((group, vec![message])),
-                    },
+                    Ok(message) => raft.entry(group).or_default().push(message),
                     Err(error) => {
                         TransportStatus::count(&self.status.frames_rejected_total, 1);
                         tracing::warn!(peer = from.0, %error, "raft message refused");

@@ -288,11 +288,6 @@ impl Peer {
     pub fn frames_in_flight(&self) -> usize {
         self.in_flight.len()
     }
-
-    /// Whether anything waits in the outbox.
-    pub fn has_queued(&self) -> bool {
-        !self.outbox.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -166,11 +166,9 @@ impl Wal {
             .open(&path)
             .map_err(WalError::io(&path))?;
         let mut written_bytes = scan.valid_bytes;
-        let preallocated_remainder =
-            options.preallocate && scan.zero_tail && !scan.header_is_torn();
-        if preallocated_remainder {
-            // The zeros after the records are the segment's unused space.
-        } else if scan.valid_bytes < scan.file_bytes || scan.header_is_torn() {
+        // Zeros after the records of a preallocated segment are its unused space.
+        let unused_remainder = options.preallocate && scan.zero_tail;
+        if !unused_remainder && (scan.valid_bytes < scan.file_bytes || scan.header_is_torn()) {
             recovery.torn_tail_truncated_bytes = scan.file_bytes - scan.valid_bytes;
             recovery.torn_tail = Some(RecordPosition {
                 segment: last_id,
