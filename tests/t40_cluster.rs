@@ -528,23 +528,6 @@ async fn t46_dbctl_transfers_leadership_and_lists_checksums() {
         .is_some_and(|index| index > 0)));
 }
 
-/// Finds a base port whose 30 ports (HTTP, admin, cluster, gossip of three demo
-/// nodes) are free right now.
-fn free_port_range() -> u16 {
-    for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 1_000) * 30 + attempt * 137 % 20_000;
-        let free = (0..30u16).all(|offset| {
-            let address = std::net::SocketAddr::from(([127, 0, 0, 1], base + offset));
-            std::net::TcpListener::bind(address).is_ok()
-                && std::net::UdpSocket::bind(address).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free range of 30 ports");
-}
-
 /// Proves `mimorid demo --nodes 3` starts a working three-node cluster, prints its
 /// endpoints, and on Ctrl-C (SIGINT) stops every node and removes its temporary
 /// data directory.
@@ -552,7 +535,7 @@ fn free_port_range() -> u16 {
 async fn t47_demo_runs_a_local_cluster() {
     use std::io::BufRead;
     let _place = ClusterPlace::take();
-    let base = free_port_range();
+    let base = common::reserve_ports(30);
     let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_mimorid"))
         .args(["demo", "--nodes", "3", "--base-port", &base.to_string()])
         .env_remove("RUST_LOG")

@@ -25,16 +25,64 @@ pub struct NodeProcess {
     child: Option<Child>,
 }
 
-/// A TCP port free right now on 127.0.0.1 (the OS picks it).
-pub fn free_tcp_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address")
+/// Ports the kernel never hands out for outgoing connections (below or above its
+/// ephemeral range), so a port a stopped node will listen on again cannot be taken
+/// meanwhile by some other test's client socket.
+fn stable_port_window() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".to_string());
+    let mut bounds = range.split_whitespace().map(|value| value.parse::<u32>());
+    let (Some(Ok(low)), Some(Ok(high))) = (bounds.next(), bounds.next()) else {
+        panic!("cannot parse the ephemeral port range {range:?}");
+    };
+    if low >= 21_000 {
+        (20_000, low.min(65_535) as u16)
+    } else if high <= 64_000 {
+        (high as u16 + 1, 65_535)
+    } else {
+        panic!("no ports outside the ephemeral range {low}-{high} for test nodes");
+    }
 }
 
-/// A UDP port free right now on 127.0.0.1.
+/// Reserves `count` consecutive ports, each free right now for both TCP and UDP on
+/// 127.0.0.1, and returns the first. Ports are handed out once per test process
+/// (tests of one binary run as threads of it); the start is spread by process id.
+pub fn reserve_ports(count: u16) -> u16 {
+    use std::sync::Mutex;
+    static CURSOR: Mutex<Option<u16>> = Mutex::new(None);
+    let (low, high) = stable_port_window();
+    let span = high - low;
+    assert!(count > 0 && count < span, "cannot reserve {count} ports");
+    let mut cursor = CURSOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut next = cursor.unwrap_or(low + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        if next + count > high {
+            next = low;
+        }
+        let base = next;
+        next += count;
+        let free = (base..base + count).all(|port| {
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            TcpListener::bind(address).is_ok() && UdpSocket::bind(address).is_ok()
+        });
+        if free {
+            *cursor = Some(next);
+            return base;
+        }
+    }
+    panic!("no {count} free consecutive ports in {low}..{high}");
+}
+
+/// A TCP port free right now on 127.0.0.1, outside the ephemeral range.
+pub fn free_tcp_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], reserve_ports(1)))
+}
+
+/// A UDP port free right now on 127.0.0.1, outside the ephemeral range.
 pub fn free_udp_address() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    socket.local_addr().expect("local address")
+    SocketAddr::from(([127, 0, 0, 1], reserve_ports(1)))
 }
 
 impl NodeProcess {
