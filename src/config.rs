@@ -8,10 +8,12 @@
 
 use mimori_actors::ids::NodeId;
 use mimori_actors::kv::{Limits, NodeAddresses};
+use mimori_actors::membership::actor::GossipTiming;
 use mimori_actors::node::NodeOptions;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Everything a node needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -64,6 +66,17 @@ pub struct Config {
     /// Ticks without hearing from a leader before a follower campaigns (randomized
     /// up to twice as many).
     pub election_ticks: u64,
+    /// How often gossip probes a random member.
+    pub gossip_probe_interval_ms: u64,
+    /// How long a gossip probe waits for a direct answer before asking others.
+    pub gossip_probe_timeout_ms: u64,
+    /// How long a suspected member has to refute before it is declared down.
+    pub gossip_suspect_timeout_ms: u64,
+    /// How long gossip must see a node down before its replicas are re-created
+    /// on other nodes.
+    pub dead_after_ms: u64,
+    /// Most shards being moved at once by the rebalancer.
+    pub rebalance_moves_max: u32,
     /// Log filter (`info`, `debug`, `mimori_actors=debug,info`, ...).
     pub log: String,
 }
@@ -97,6 +110,11 @@ impl Default for Config {
             checkpoint_interval_ms: kernel.checkpoint_interval_ms,
             tick_interval_ms: kernel.tick_interval_ms,
             election_ticks: kernel.election_ticks,
+            gossip_probe_interval_ms: kernel.gossip.probe_interval.as_millis() as u64,
+            gossip_probe_timeout_ms: kernel.gossip.probe_timeout.as_millis() as u64,
+            gossip_suspect_timeout_ms: kernel.gossip.suspect_timeout.as_millis() as u64,
+            dead_after_ms: kernel.rebalance.dead_after.as_millis() as u64,
+            rebalance_moves_max: kernel.rebalance.moves_max as u32,
             log: "info".into(),
         }
     }
@@ -130,6 +148,11 @@ pub struct ConfigLayer {
     pub checkpoint_interval_ms: Option<u64>,
     pub tick_interval_ms: Option<u64>,
     pub election_ticks: Option<u64>,
+    pub gossip_probe_interval_ms: Option<u64>,
+    pub gossip_probe_timeout_ms: Option<u64>,
+    pub gossip_suspect_timeout_ms: Option<u64>,
+    pub dead_after_ms: Option<u64>,
+    pub rebalance_moves_max: Option<u32>,
     pub log: Option<String>,
 }
 
@@ -258,6 +281,11 @@ impl Config {
             checkpoint_interval_ms,
             tick_interval_ms,
             election_ticks,
+            gossip_probe_interval_ms,
+            gossip_probe_timeout_ms,
+            gossip_suspect_timeout_ms,
+            dead_after_ms,
+            rebalance_moves_max,
             log,
         );
         if layer.admin_token.is_some() {
@@ -330,6 +358,26 @@ impl Config {
         if !(2..=1_000).contains(&self.election_ticks) {
             return invalid("election_ticks must be 2..=1000".into());
         }
+        if !(10..=60_000).contains(&self.gossip_probe_interval_ms) {
+            return invalid("gossip_probe_interval_ms must be 10..=60000".into());
+        }
+        if self.gossip_probe_timeout_ms == 0
+            || self.gossip_probe_timeout_ms >= self.gossip_probe_interval_ms
+        {
+            return invalid(
+                "gossip_probe_timeout_ms must be at least 1 and below gossip_probe_interval_ms"
+                    .into(),
+            );
+        }
+        if !(10..=600_000).contains(&self.gossip_suspect_timeout_ms) {
+            return invalid("gossip_suspect_timeout_ms must be 10..=600000".into());
+        }
+        if self.dead_after_ms < 1_000 {
+            return invalid("dead_after_ms must be at least 1000".into());
+        }
+        if !(1..=4_096).contains(&self.rebalance_moves_max) {
+            return invalid("rebalance_moves_max must be 1..=4096".into());
+        }
         if self.join_timeout_ms < 100 {
             return invalid("join_timeout_ms must be at least 100".into());
         }
@@ -375,6 +423,13 @@ impl Config {
         options.compact_after_entries = self.compact_after_entries;
         options.checkpoint_interval_ms = self.checkpoint_interval_ms;
         options.tick_interval_ms = self.tick_interval_ms;
+        options.gossip = GossipTiming {
+            probe_interval: Duration::from_millis(self.gossip_probe_interval_ms),
+            probe_timeout: Duration::from_millis(self.gossip_probe_timeout_ms),
+            suspect_timeout: Duration::from_millis(self.gossip_suspect_timeout_ms),
+        };
+        options.rebalance.dead_after = Duration::from_millis(self.dead_after_ms);
+        options.rebalance.moves_max = self.rebalance_moves_max as usize;
         options
     }
 }

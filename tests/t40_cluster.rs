@@ -3,53 +3,18 @@
 //! like an operator or a crash would.
 //!
 //! Each test is one story told with `--- phase` lines; each starts by saying what
-//! it proves. At most two clusters run at once (`CLUSTERS`), so two cores are not
-//! swamped by fifteen processes.
+//! it proves. At most six nodes run at once (`common::ClusterPlace`), so two cores
+//! are not swamped by two dozen processes.
 
 mod common;
 
 use common::cluster::{
-    assert_all_readable, client, cluster_view, get, put, tail, write_all, Acknowledged, Cluster,
-    TEST_SHARDS,
+    admin, assert_all_readable, client, cluster_view, get, put, tail, write_all, Acknowledged,
+    Cluster, TEST_SHARDS,
 };
-use std::sync::{Arc, Condvar, Mutex};
+use common::ClusterPlace;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Clusters running at once, at most.
-const CLUSTERS_AT_ONCE: usize = 2;
-
-/// A counting semaphore for the clusters of this test binary.
-static CLUSTERS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
-
-/// Holds one of the `CLUSTERS_AT_ONCE` places until dropped.
-struct ClusterPlace;
-
-impl ClusterPlace {
-    fn take() -> ClusterPlace {
-        let (running, changed) = &CLUSTERS;
-        let mut running = running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while *running >= CLUSTERS_AT_ONCE {
-            running = changed
-                .wait(running)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        *running += 1;
-        ClusterPlace
-    }
-}
-
-impl Drop for ClusterPlace {
-    fn drop(&mut self) {
-        let (running, changed) = &CLUSTERS;
-        let mut running = running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *running -= 1;
-        changed.notify_one();
-    }
-}
 
 fn phase(text: &str) {
     eprintln!("--- {text}");
@@ -60,7 +25,7 @@ fn phase(text: &str) {
 /// (whose replicas follow, so every read is a ReadIndex round through the leader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t40_writes_through_one_node_read_through_the_others() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     phase("start three nodes");
     let cluster = Cluster::start(3, &[]);
     phase("write 5,000 keys through node 1");
@@ -85,7 +50,7 @@ struct WriterLog {
 /// readable afterwards with its revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t41_leader_killed_during_writes() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     phase("start three nodes");
     let mut cluster = Cluster::start(3, &[]);
     let victim = cluster.busiest_leader(2);
@@ -190,7 +155,7 @@ async fn t41_leader_killed_during_writes() {
 /// an error, never the old one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t42_resumed_leader_serves_no_stale_read() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     phase("start three nodes");
     let cluster = Cluster::start(3, &[]);
     let frozen = cluster.busiest_leader(1);
@@ -267,25 +232,13 @@ fn shard_of(key: &str) -> u64 {
 
 /// Sums a status counter of a node over the admin protocol.
 async fn status(node: &common::NodeProcess) -> mimori_actors::kv::NodeStatus {
-    let mut admin = mimori::admin::client::AdminClient::connect(
-        &[node.admin.to_string()],
-        None,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("admin connects");
+    let mut admin = admin(node).await;
     admin.status().await.expect("status")
 }
 
 /// Every replica's (applied index, checksum) on a node, by shard.
 async fn checksums(node: &common::NodeProcess) -> Vec<(u32, u64, u64)> {
-    let mut admin = mimori::admin::client::AdminClient::connect(
-        &[node.admin.to_string()],
-        None,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("admin connects");
+    let mut admin = admin(node).await;
     let mut checksums: Vec<(u32, u64, u64)> = admin
         .shard_checksums()
         .await
@@ -303,7 +256,7 @@ async fn checksums(node: &common::NodeProcess) -> Vec<(u32, u64, u64)> {
 /// by shard, as the other two (equal applied indexes and checksums).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t43_stopped_node_catches_up_by_snapshot() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     let environment = [
         ("MIMORI_COMPACT_AFTER_ENTRIES", "200"),
         ("MIMORI_CHECKPOINT_INTERVAL_MS", "1000"),
@@ -381,7 +334,7 @@ async fn t43_stopped_node_catches_up_by_snapshot() {
 /// nodes and a restart, every acknowledged write is there with its revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t44_whole_cluster_killed_and_restarted() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     phase("start three nodes");
     let mut cluster = Cluster::start(3, &[]);
     let written = write_all(&cluster.node(2).url(""), "crash/", 3_000, 32).await;
@@ -409,7 +362,7 @@ async fn t44_whole_cluster_killed_and_restarted() {
 /// the two are back the same write succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t45_no_quorum_answers_503_then_recovers() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     phase("start three nodes");
     let mut cluster = Cluster::start(3, &[]);
     let client = client();
@@ -472,7 +425,7 @@ async fn t45_no_quorum_answers_503_then_recovers() {
 /// of the node with its applied index, in JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t46_dbctl_transfers_leadership_and_lists_checksums() {
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     let cluster = Cluster::start(3, &[]);
     let view = cluster_view(cluster.node(1)).expect("cluster view");
     let shard = &view["shards"][0];
@@ -534,7 +487,7 @@ async fn t46_dbctl_transfers_leadership_and_lists_checksums() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t47_demo_runs_a_local_cluster() {
     use std::io::BufRead;
-    let _place = ClusterPlace::take();
+    let _place = ClusterPlace::take(3);
     let base = common::reserve_ports(30);
     let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_mimorid"))
         .args(["demo", "--nodes", "3", "--base-port", &base.to_string()])

@@ -121,6 +121,13 @@ pub enum KvError {
     ShuttingDown,
 }
 
+/// A failure without a more precise kind is a storage failure (metadata writes).
+impl From<String> for KvError {
+    fn from(error: String) -> Self {
+        KvError::Storage(error)
+    }
+}
+
 impl KvError {
     /// The stable snake_case code of this error, shared by every edge.
     pub fn code(&self) -> &'static str {
@@ -166,6 +173,15 @@ pub struct NodeInfo {
     /// Whether the node answering has a live connection to this node (always true
     /// for itself).
     pub reachable: bool,
+    /// What gossip says of the node, as the answering node sees it:
+    /// alive | suspect | down | unknown (not heard of yet).
+    pub gossip_state: String,
+    /// The node's gossip incarnation (grows with every restart and every rejoin
+    /// after being declared down); 0 when not heard of yet.
+    pub incarnation: u64,
+    /// Seconds since the node started, from its incarnation; `None` unless gossip
+    /// counts it alive.
+    pub uptime_seconds: Option<u64>,
 }
 
 /// One shard as the cluster view shows it.
@@ -186,6 +202,9 @@ pub struct ShardInfo {
     pub voters: Vec<NodeId>,
     /// The group's learners (replicas still catching up), likewise.
     pub learners: Vec<NodeId>,
+    /// Entries the furthest-behind replica lacks, as the shard's leader reports
+    /// it; `None` when no live node reported leading the shard.
+    pub lag_entries: Option<u64>,
 }
 
 /// One local replica's content fingerprint (`dbctl shard checksums`): equal
@@ -249,6 +268,24 @@ pub struct NodeStatus {
     pub snapshots_installed_total: u64,
     pub wal: WalStats,
     pub transport: TransportStats,
+    pub gossip: GossipStats,
+}
+
+/// Gossip (SWIM) counters and member counts, cumulative since the node started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GossipStats {
+    /// This node's own incarnation.
+    pub incarnation: u64,
+    /// Other members by state.
+    pub members_alive: u32,
+    pub members_suspect: u32,
+    pub members_down: u32,
+    pub packets_sent_total: u64,
+    pub packets_received_total: u64,
+    /// Packets dropped before parsing: wrong HMAC, version or size.
+    pub packets_rejected_total: u64,
+    /// Authentic packets the gossip protocol could not use.
+    pub packets_invalid_total: u64,
 }
 
 /// Node-to-node traffic counters, cumulative since the node started.

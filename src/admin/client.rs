@@ -14,8 +14,8 @@
 //! - Requests are strictly sequential on one session (`&mut self`).
 
 use super::protocol::{
-    decode_payload, read_frame, write_frame, AdminRequest, AdminResponse, WriteCondition,
-    ADMIN_PROTOCOL_VERSION, FRAME_BYTES_MAX_DEFAULT,
+    decode_payload, read_frame, write_frame, AdminRequest, AdminResponse, NodeAction,
+    WriteCondition, ADMIN_PROTOCOL_VERSION, FRAME_BYTES_MAX_DEFAULT,
 };
 use crate::error_code;
 use bytes::Bytes;
@@ -484,6 +484,24 @@ impl AdminClient {
         }
     }
 
+    /// Asks the cluster to drain or remove `node`.
+    pub async fn node_action(
+        &mut self,
+        node: NodeId,
+        action: NodeAction,
+    ) -> Result<(), AdminClientError> {
+        match self
+            .request(AdminRequest::NodeAction {
+                node: node.0,
+                action,
+            })
+            .await?
+        {
+            AdminResponse::NodeActionApplied { .. } => Ok(()),
+            other => Err(self.unexpected("node_action_applied", &other)),
+        }
+    }
+
     /// The content checksum and applied index of every replica on the node.
     pub async fn shard_checksums(&mut self) -> Result<Vec<ShardChecksum>, AdminClientError> {
         match self.request(AdminRequest::ShardChecksums).await? {
@@ -507,6 +525,7 @@ fn response_kind(response: &AdminResponse) -> &'static str {
         AdminResponse::ShardReplicaKilled { .. } => "shard_replica_killed",
         AdminResponse::LeaderTransferred { .. } => "leader_transferred",
         AdminResponse::ShardChecksums { .. } => "shard_checksums",
+        AdminResponse::NodeActionApplied { .. } => "node_action_applied",
         AdminResponse::Error { .. } => "error",
     }
 }

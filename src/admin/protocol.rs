@@ -24,6 +24,7 @@
 
 use mimori_actors::ids::Revision;
 use mimori_actors::kv::{ClusterInfo, Condition, Health, NodeStatus, ShardChecksum};
+pub use mimori_actors::metadata::NodeAction;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -128,6 +129,9 @@ pub enum AdminRequest {
     TransferLeader { shard: u32, to: u64 },
     /// A content checksum and the applied index of every replica on this node.
     ShardChecksums,
+    /// An operator's action on a node (drain, remove), decided by the node that
+    /// decides membership; answered once it is recorded.
+    NodeAction { node: u64, action: NodeAction },
 }
 
 impl AdminRequest {
@@ -145,6 +149,7 @@ impl AdminRequest {
             AdminRequest::KillShardReplica { .. } => "kill_shard_replica",
             AdminRequest::TransferLeader { .. } => "transfer_leader",
             AdminRequest::ShardChecksums => "shard_checksums",
+            AdminRequest::NodeAction { .. } => "node_action",
         }
     }
 }
@@ -203,6 +208,8 @@ pub enum AdminResponse {
     LeaderTransferred { shard: u32, leader: u64 },
     /// The answer to `ShardChecksums`, one entry per replica on the node.
     ShardChecksums { checksums: Vec<ShardChecksum> },
+    /// The action is recorded (the rebalancer carries it out).
+    NodeActionApplied { node: u64, action: NodeAction },
     /// The request failed. `code` is a stable code of `crate::error_code`.
     Error { code: String, message: String },
 }
@@ -543,6 +550,10 @@ mod tests {
                 next: Some(b"k".to_vec()),
             },
             AdminResponse::ShardReplicaKilled { shard: 1 },
+            AdminResponse::NodeActionApplied {
+                node: 4,
+                action: NodeAction::Drain,
+            },
         ];
         for response in responses {
             let frame = encode_frame(&response, FRAME_BYTES_MAX_DEFAULT).unwrap();

@@ -252,7 +252,7 @@ async fn serve_connection(
     match run_session(&mut stream, peer, &router, &options, &mut stop).await {
         Ok(()) => tracing::debug!(%peer, "admin connection closed"),
         Err(SessionEnd::Reject(response)) => {
-            if let AdminResponse::Error { code, .. } = &response {
+            if let AdminResponse::Error { code, .. } = response.as_ref() {
                 tracing::info!(%peer, code = code.as_str(), "admin connection rejected");
             }
             let _ = write_response(&mut stream, &response, &options).await;
@@ -284,7 +284,7 @@ async fn refuse_connection(
 
 /// Why a session ended other than by a clean close.
 enum SessionEnd {
-    Reject(AdminResponse),
+    Reject(Box<AdminResponse>),
     Broken(String),
 }
 
@@ -298,12 +298,12 @@ async fn run_session(
     let hello = match read_request(stream, options, options.hello_timeout_ms, stop).await {
         ReadOutcome::Request(request) => request,
         ReadOutcome::Closed => return Ok(()),
-        ReadOutcome::Reject(response) => return Err(SessionEnd::Reject(response)),
+        ReadOutcome::Reject(response) => return Err(SessionEnd::Reject(Box::new(response))),
         ReadOutcome::Broken(reason) => return Err(SessionEnd::Broken(reason)),
     };
     let answer = accept_hello(hello, router, options);
     if matches!(answer, AdminResponse::Error { .. }) {
-        return Err(SessionEnd::Reject(answer));
+        return Err(SessionEnd::Reject(Box::new(answer)));
     }
     write_response(stream, &answer, options)
         .await
@@ -312,7 +312,7 @@ async fn run_session(
         let request = match read_request(stream, options, options.idle_timeout_ms, stop).await {
             ReadOutcome::Request(request) => request,
             ReadOutcome::Closed => return Ok(()),
-            ReadOutcome::Reject(response) => return Err(SessionEnd::Reject(response)),
+            ReadOutcome::Reject(response) => return Err(SessionEnd::Reject(Box::new(response))),
             ReadOutcome::Broken(reason) => return Err(SessionEnd::Broken(reason)),
         };
         let kind = request.kind();
@@ -518,6 +518,10 @@ async fn execute(router: &Router, request: AdminRequest) -> AdminResponse {
             .shard_checksums()
             .await
             .map(|checksums| AdminResponse::ShardChecksums { checksums }),
+        AdminRequest::NodeAction { node, action } => router
+            .node_action(NodeId(node), action)
+            .await
+            .map(|()| AdminResponse::NodeActionApplied { node, action }),
     };
     result.unwrap_or_else(|error| AdminResponse::error(error.code(), error.to_string()))
 }

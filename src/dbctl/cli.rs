@@ -105,9 +105,14 @@ pub enum Command {
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Every shard: replicas, leader, placement epoch, replication lag.
+    Shards,
     /// Per-shard operations.
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// Node operations: drain, remove.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Whether the node serves; exits 0 when it does and 6 when it does not.
     Health,
     /// Fault injection and diagnostics; not for production use.
@@ -190,6 +195,28 @@ pub enum ShardCommand {
     /// Content checksum and applied index of every replica on the node; replicas
     /// of a shard with equal applied indexes and checksums hold equal data.
     Checksums,
+}
+
+/// `node` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Move every replica off a node (one shard at a time); the node stays a
+    /// member and keeps serving through the others. Refused when fewer active
+    /// nodes than the replication factor would remain.
+    #[command(
+        after_help = "Example:\n  dbctl node drain 4\n  dbctl cluster info   # watch its REPLICAS go to 0"
+    )]
+    Drain {
+        /// The node id.
+        node: u64,
+    },
+    /// Forget a node that is gone for good: nothing is placed on it again and its
+    /// replicas are re-created elsewhere. Refused while gossip sees it alive.
+    #[command(after_help = "Example:\n  dbctl node remove 4")]
+    Remove {
+        /// The node id.
+        node: u64,
+    },
 }
 
 /// `debug` subcommands.

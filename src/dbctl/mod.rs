@@ -14,13 +14,14 @@ pub mod output;
 use crate::admin::client::{AdminClient, AdminClientError, AdminClientOptions};
 use crate::error_code::{exit, present_code};
 use base64::Engine;
-use cli::{Cli, ClusterCommand, Command, DebugCommand, OutputFormat, ShardCommand};
+use cli::{Cli, ClusterCommand, Command, DebugCommand, NodeCommand, OutputFormat, ShardCommand};
 use mimori_actors::ids::{NodeId, Revision, ShardId};
 use mimori_actors::kv::{Condition, Consistency};
+use mimori_actors::metadata::NodeAction;
 use output::{
-    checksums_table, cluster_table, health_table, json_line, scan_table, status_table,
-    ChecksumsOutput, DeleteOutput, ErrorBody, ErrorOutput, GetOutput, KillShardOutput, PutOutput,
-    ScanOutput, TransferOutput,
+    checksums_table, cluster_table, health_table, json_line, scan_table, shards_table,
+    status_table, ChecksumsOutput, DeleteOutput, ErrorBody, ErrorOutput, GetOutput,
+    KillShardOutput, NodeActionOutput, PutOutput, ScanOutput, TransferOutput,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -252,6 +253,33 @@ async fn execute(cli: Cli) -> Result<Printed, AdminClientError> {
                     exit::UNAVAILABLE
                 },
             })
+        }
+        Command::Shards => {
+            let info = client.cluster_info().await?;
+            Ok(Printed::ok(if json {
+                json_line(&info.shards)
+            } else {
+                shards_table(&info)
+            }))
+        }
+        Command::Node(command) => {
+            let (node, action) = match command {
+                NodeCommand::Drain { node } => (node, NodeAction::Drain),
+                NodeCommand::Remove { node } => (node, NodeAction::Remove),
+            };
+            client.node_action(NodeId(node), action).await?;
+            Ok(Printed::ok(if json {
+                json_line(&NodeActionOutput { node, action })
+            } else {
+                match action {
+                    NodeAction::Drain => format!(
+                        "node {node} is draining; its replicas move to other nodes one shard at a time (watch `dbctl cluster info`)\n"
+                    ),
+                    NodeAction::Remove => format!(
+                        "node {node} is removed; its replicas are re-created on other nodes\n"
+                    ),
+                }
+            }))
         }
         Command::Shard(ShardCommand::TransferLeader { shard, node }) => {
             client.transfer_leader(ShardId(shard), NodeId(node)).await?;

@@ -20,6 +20,7 @@
 
 use base64::Engine;
 use mimori_actors::kv::{ClusterInfo, Health, NodeStatus, ScanPage, ShardChecksum};
+use mimori_actors::metadata::NodeAction;
 use serde::Serialize;
 
 /// A value longer than this is cut in scan tables (JSON is never cut).
@@ -183,6 +184,57 @@ pub fn json_line<T: Serialize>(value: &T) -> String {
     }
 }
 
+/// `shards` (and the shard part of `cluster info`) as a table.
+pub fn shards_table(info: &ClusterInfo) -> String {
+    let list = |nodes: &[mimori_actors::ids::NodeId]| {
+        nodes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let rows: Vec<Vec<String>> = info
+        .shards
+        .iter()
+        .map(|shard| {
+            vec![
+                shard.id.to_string(),
+                shard
+                    .leader
+                    .map(|leader| leader.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                list(&shard.replicas),
+                shard.epoch.to_string(),
+                shard
+                    .lag_entries
+                    .map(|lag| lag.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                shard.applied_index.to_string(),
+                list(&shard.learners),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "SHARD",
+            "LEADER",
+            "REPLICAS",
+            "EPOCH",
+            "LAG",
+            "APPLIED_INDEX",
+            "CATCHING_UP",
+        ],
+        &rows,
+    )
+}
+
+/// `node drain` and `node remove` in JSON.
+#[derive(Serialize)]
+pub struct NodeActionOutput {
+    pub node: u64,
+    pub action: NodeAction,
+}
+
 /// `shard transfer-leader` in JSON.
 #[derive(Serialize)]
 pub struct TransferOutput {
@@ -326,6 +378,35 @@ pub fn status_table(status: &NodeStatus) -> String {
             status.transport.items_dropped_total.to_string(),
         ),
         ("forwarded_total", status.transport.calls_total.to_string()),
+        ("gossip_incarnation", status.gossip.incarnation.to_string()),
+        (
+            "gossip_members_alive",
+            status.gossip.members_alive.to_string(),
+        ),
+        (
+            "gossip_members_suspect",
+            status.gossip.members_suspect.to_string(),
+        ),
+        (
+            "gossip_members_down",
+            status.gossip.members_down.to_string(),
+        ),
+        (
+            "gossip_packets_sent_total",
+            status.gossip.packets_sent_total.to_string(),
+        ),
+        (
+            "gossip_packets_received_total",
+            status.gossip.packets_received_total.to_string(),
+        ),
+        (
+            "gossip_packets_rejected_total",
+            status.gossip.packets_rejected_total.to_string(),
+        ),
+        (
+            "gossip_packets_invalid_total",
+            status.gossip.packets_invalid_total.to_string(),
+        ),
     ])
 }
 
@@ -381,6 +462,11 @@ pub fn cluster_table(info: &ClusterInfo) -> String {
             vec![
                 node.id.to_string(),
                 node.state.clone(),
+                node.gossip_state.clone(),
+                node.incarnation.to_string(),
+                node.uptime_seconds
+                    .map(|seconds| format!("{seconds}s"))
+                    .unwrap_or_else(|| "-".into()),
                 node.http.clone(),
                 node.admin.clone(),
                 node.cluster.clone(),
@@ -395,6 +481,9 @@ pub fn cluster_table(info: &ClusterInfo) -> String {
         &[
             "NODE",
             "STATE",
+            "GOSSIP_STATE",
+            "INCARNATION",
+            "UPTIME",
             "HTTP",
             "ADMIN",
             "CLUSTER",
@@ -406,44 +495,7 @@ pub fn cluster_table(info: &ClusterInfo) -> String {
         &node_rows,
     ));
     text.push('\n');
-    let shard_rows: Vec<Vec<String>> = info
-        .shards
-        .iter()
-        .map(|shard| {
-            vec![
-                shard.id.to_string(),
-                shard
-                    .leader
-                    .map(|leader| leader.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                shard
-                    .replicas
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                shard.epoch.to_string(),
-                shard.applied_index.to_string(),
-                shard
-                    .learners
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ]
-        })
-        .collect();
-    text.push_str(&render_table(
-        &[
-            "SHARD",
-            "LEADER",
-            "REPLICAS",
-            "EPOCH",
-            "APPLIED_INDEX",
-            "CATCHING_UP",
-        ],
-        &shard_rows,
-    ));
+    text.push_str(&shards_table(info));
     text
 }
 

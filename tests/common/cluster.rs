@@ -15,7 +15,7 @@ pub const TEST_SHARDS: u32 = 16;
 /// N real nodes sharing a temporary directory.
 pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// What was acknowledged for one key: its value and revision.
@@ -26,23 +26,37 @@ impl Cluster {
     /// shard has `count.min(3)` voters and a leader known to every node.
     pub fn start(count: u64, environment: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut nodes: Vec<NodeProcess> = Vec::new();
-        for id in 1..=count {
-            let mut node =
-                NodeProcess::new(id, &dir.path().join(format!("node{id}"))).with_env(environment);
-            let mut args = vec!["--shard-count".to_string(), TEST_SHARDS.to_string()];
-            if let Some(first) = nodes.first() {
-                args.push("--join".into());
-                args.push(first.gossip.to_string());
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            node = node.with_args(&args);
-            node.start();
-            nodes.push(node);
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..count {
+            cluster.spawn_node(environment);
         }
-        let cluster = Cluster { nodes, _dir: dir };
         cluster.wait_replicated(count.min(3) as usize, Duration::from_secs(90));
         cluster
+    }
+
+    /// Starts one more node that joins through node 1 and waits until it serves;
+    /// returns its id.
+    pub fn join_node(&mut self, environment: &[(&str, &str)]) -> u64 {
+        self.spawn_node(environment)
+    }
+
+    fn spawn_node(&mut self, environment: &[(&str, &str)]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let mut node =
+            NodeProcess::new(id, &self.dir.path().join(format!("node{id}"))).with_env(environment);
+        let mut args = vec!["--shard-count".to_string(), TEST_SHARDS.to_string()];
+        if let Some(first) = self.nodes.first() {
+            args.push("--join".into());
+            args.push(first.gossip.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node = node.with_args(&args);
+        node.start();
+        self.nodes.push(node);
+        id
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {
@@ -53,30 +67,17 @@ impl Cluster {
         &mut self.nodes[(id - 1) as usize]
     }
 
-    /// Waits until, on every running node, every shard has `voters` voters, no
-    /// learners and a leader. Panics with the last view and the logs otherwise.
+    /// Waits until, as every running node sees it, every shard is placed on
+    /// `voters` nodes, its leader (asked through its own view) has exactly those
+    /// as voters and no learners, and every node knows the leader. Panics with the
+    /// last view and the logs otherwise.
     pub fn wait_replicated(&self, voters: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
-            let ready = self.nodes.iter().all(|node| match cluster_view(node) {
-                None => false,
-                Some(view) => {
-                    let shards = view["shards"].as_array().cloned().unwrap_or_default();
-                    let ok = shards.len() == TEST_SHARDS as usize
-                        && shards.iter().all(|shard| {
-                            shard["voters"].as_array().map(Vec::len) == Some(voters)
-                                && shard["learners"].as_array().is_some_and(Vec::is_empty)
-                                && shard["leader"].is_u64()
-                        });
-                    if !ok {
-                        last = format!("node {}: {view}", node.node_id);
-                    }
-                    ok
-                }
-            });
-            if ready {
-                return;
+            match self.unsettled(voters) {
+                None => return,
+                Some(reason) => last = reason,
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -86,9 +87,60 @@ impl Cluster {
             .map(|node| format!("--- node {} ---\n{}", node.node_id, tail(&node.log(), 30)))
             .collect();
         panic!(
-            "the cluster did not replicate every shard within {timeout:?}; last view {last}\n{}",
+            "the cluster did not replicate every shard within {timeout:?}; {last}\n{}",
             logs.join("\n")
         );
+    }
+
+    /// Why the cluster is not settled with `voters` replicas per shard, if it is not.
+    pub fn unsettled(&self, voters: usize) -> Option<String> {
+        let mut views = BTreeMap::new();
+        for node in &self.nodes {
+            if !node.is_running_now() {
+                continue;
+            }
+            match cluster_view(node) {
+                Some(view) => views.insert(node.node_id, view),
+                None => return Some(format!("node {} has no view", node.node_id)),
+            };
+        }
+        for shard in 0..TEST_SHARDS as usize {
+            for (node, view) in &views {
+                let info = &view["shards"][shard];
+                if !info["leader"].is_u64() {
+                    return Some(format!(
+                        "node {node} knows no leader of shard {shard}: {info}"
+                    ));
+                }
+                if info["replicas"].as_array().map(Vec::len) != Some(voters) {
+                    return Some(format!(
+                        "node {node} places shard {shard} on {}",
+                        info["replicas"]
+                    ));
+                }
+            }
+            let leader_view = views.iter().find_map(|(node, view)| {
+                let info = &view["shards"][shard];
+                (info["leader"].as_u64() == Some(*node)).then_some(info)
+            });
+            let Some(info) = leader_view else {
+                return Some(format!("no running node leads shard {shard}"));
+            };
+            let set = |value: &serde_json::Value| {
+                let mut ids: Vec<u64> = value
+                    .as_array()
+                    .map(|ids| ids.iter().filter_map(serde_json::Value::as_u64).collect())
+                    .unwrap_or_default();
+                ids.sort_unstable();
+                ids
+            };
+            if set(&info["voters"]) != set(&info["replicas"])
+                || !info["learners"].as_array().is_some_and(Vec::is_empty)
+            {
+                return Some(format!("shard {shard} is still moving: {info}"));
+            }
+        }
+        None
     }
 
     /// The node that leads the most shards, as node `asked` sees it.
@@ -112,6 +164,17 @@ impl Cluster {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An admin protocol session with one node.
+pub async fn admin(node: &NodeProcess) -> mimori::admin::client::AdminClient {
+    mimori::admin::client::AdminClient::connect(
+        &[node.admin.to_string()],
+        None,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("admin connects")
 }
 
 /// `GET /v1/cluster` of a node, if it answers.
@@ -256,4 +319,59 @@ pub async fn assert_all_readable(base: &str, expected: &Acknowledged, readers: u
         &problems[..problems.len().min(5)]
     );
     keys.len()
+}
+
+/// Writers that keep writing unique keys through a set of gateways until stopped,
+/// remembering what was acknowledged; failed or unknown writes are counted, not
+/// fatal (the cluster may be in the middle of a fault).
+pub struct WriteLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(Acknowledged, u64)>>,
+}
+
+impl WriteLoad {
+    /// Starts `writers` writers of keys `{prefix}{writer}/{n}`, spread over `bases`.
+    pub fn start(bases: Vec<String>, prefix: &str, writers: usize) -> WriteLoad {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bases = Arc::new(bases);
+        let tasks = (0..writers)
+            .map(|writer| {
+                let (stop, bases, prefix) = (stop.clone(), bases.clone(), prefix.to_string());
+                tokio::spawn(async move {
+                    let client = client();
+                    let (mut acknowledged, mut failures) = (Acknowledged::new(), 0u64);
+                    let mut sequence = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        sequence += 1;
+                        let key = format!("{prefix}{writer:02}/{sequence:06}");
+                        let value = format!("{writer}-{sequence}");
+                        let base = &bases[sequence % bases.len()];
+                        match put(&client, base, &key, &value).await {
+                            Ok(revision) => {
+                                acknowledged.insert(key, (value, revision));
+                            }
+                            Err(_) => {
+                                failures += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                    (acknowledged, failures)
+                })
+            })
+            .collect();
+        WriteLoad { stop, tasks }
+    }
+
+    /// Stops the writers; what they had acknowledged, and how many writes failed.
+    pub async fn stop(self) -> (Acknowledged, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut all, mut failures) = (Acknowledged::new(), 0);
+        for task in self.tasks {
+            let (acknowledged, failed) = task.await.expect("writer task");
+            all.extend(acknowledged);
+            failures += failed;
+        }
+        (all, failures)
+    }
 }

@@ -10,6 +10,7 @@ pub mod cluster;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// One `mimorid` process and the addresses it serves.
@@ -23,6 +24,46 @@ pub struct NodeProcess {
     extra_args: Vec<String>,
     environment: Vec<(String, String)>,
     child: Option<Child>,
+}
+
+/// `mimorid` processes the tests of one binary run at once, at most (a single
+/// cluster larger than this runs alone), so two cores are not swamped.
+const NODES_AT_ONCE: usize = 6;
+
+/// A counting semaphore over the nodes of this test binary's clusters.
+static NODES_RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Holds places for one cluster's nodes until dropped.
+pub struct ClusterPlace {
+    nodes: usize,
+}
+
+impl ClusterPlace {
+    /// Waits until a cluster of `nodes` nodes may run.
+    pub fn take(nodes: usize) -> ClusterPlace {
+        let (running, changed) = &NODES_RUNNING;
+        let mut running = running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *running > 0 && *running + nodes > NODES_AT_ONCE {
+            running = changed
+                .wait(running)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *running += nodes;
+        ClusterPlace { nodes }
+    }
+}
+
+impl Drop for ClusterPlace {
+    fn drop(&mut self) {
+        let (running, changed) = &NODES_RUNNING;
+        let mut running = running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *running -= self.nodes;
+        changed.notify_all();
+    }
 }
 
 /// Ports the kernel never hands out for outgoing connections (below or above its
@@ -48,7 +89,6 @@ fn stable_port_window() -> (u16, u16) {
 /// 127.0.0.1, and returns the first. Ports are handed out once per test process
 /// (tests of one binary run as threads of it); the start is spread by process id.
 pub fn reserve_ports(count: u16) -> u16 {
-    use std::sync::Mutex;
     static CURSOR: Mutex<Option<u16>> = Mutex::new(None);
     let (low, high) = stable_port_window();
     let span = high - low;
@@ -154,6 +194,12 @@ impl NodeProcess {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// Whether the process was started and has not been killed or stopped by the
+    /// harness (a frozen process counts as running).
+    pub fn is_running_now(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGSTOP: the process freezes (as in a long GC pause or a hung VM).
     pub fn pause(&self) {
         self.signal("STOP");
@@ -164,7 +210,8 @@ impl NodeProcess {
         self.signal("CONT");
     }
 
-    fn signal(&self, name: &str) {
+    /// Sends signal `name` (`TERM`, `STOP`, ...) without waiting for its effect.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.pid().to_string())

@@ -30,21 +30,37 @@ pub struct ProbeReply {
 
 /// Answers probes on `socket` until the task is aborted.
 pub async fn serve(socket: Arc<UdpSocket>, reply: ProbeReply) {
-    let body = serde_json::to_vec(&reply).unwrap_or_default();
+    let body = reply_body(&reply);
     let mut buffer = [0u8; PACKET_BYTES_MAX];
     loop {
         let Ok((length, peer)) = socket.recv_from(&mut buffer).await else {
             continue;
         };
-        let Some(nonce) = parse_request(&buffer[..length]) else {
-            continue;
-        };
-        let mut answer = Vec::with_capacity(MAGIC_REPLY.len() + NONCE_BYTES + body.len());
-        answer.extend_from_slice(MAGIC_REPLY);
-        answer.extend_from_slice(&nonce);
-        answer.extend_from_slice(&body);
-        let _ = socket.send_to(&answer, peer).await;
+        if let Some(answer) = answer(&buffer[..length], &body) {
+            let _ = socket.send_to(&answer, peer).await;
+        }
     }
+}
+
+/// The encoded answer a node gives to every probe.
+pub fn reply_body(reply: &ProbeReply) -> Vec<u8> {
+    serde_json::to_vec(reply).unwrap_or_default()
+}
+
+/// Whether `packet` is a probe (its first bytes say so; gossip packets start
+/// otherwise).
+pub fn is_probe(packet: &[u8]) -> bool {
+    packet.starts_with(MAGIC_REQUEST)
+}
+
+/// The answer to `packet` when it is a well-formed probe request.
+pub fn answer(packet: &[u8], body: &[u8]) -> Option<Vec<u8>> {
+    let nonce = parse_request(packet)?;
+    let mut answer = Vec::with_capacity(MAGIC_REPLY.len() + NONCE_BYTES + body.len());
+    answer.extend_from_slice(MAGIC_REPLY);
+    answer.extend_from_slice(&nonce);
+    answer.extend_from_slice(body);
+    Some(answer)
 }
 
 fn parse_request(packet: &[u8]) -> Option<[u8; NONCE_BYTES]> {

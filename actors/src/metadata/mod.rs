@@ -5,9 +5,9 @@
 //! and routers follow the copy's placement table. Changes are decided in one place
 //! and spread by revision: a copy with a higher `revision` replaces a lower one.
 //! Until the metadata Raft group exists (TODO(#4)), the node that bootstrapped the
-//! cluster (`authority`) decides joins and computes placement with the static policy
-//! of [`placement`] (every shard on the first `replication_factor` nodes to join);
-//! the structures here are what that group will replicate.
+//! cluster (`authority`) decides joins, node states and placement (the rebalancer,
+//! `node::rebalancer`, with the decisions of [`placement`] over the consistent-hash
+//! [`ring`]); the structures here are what that group will replicate.
 //!
 //! The format is rmp-serde (on the wire) and JSON (on disk) with named fields and a
 //! version marker.
@@ -67,6 +67,18 @@ pub struct ShardPlacement {
     pub replicas: Vec<NodeId>,
     /// Grows by one each time `replicas` changes.
     pub epoch: u64,
+    /// The latest epoch the shard's group configuration was seen to match: when it
+    /// equals `epoch`, no move is in progress, and a node that still runs a replica
+    /// of the shard but is no longer placed may release it.
+    #[serde(default)]
+    pub settled_epoch: u64,
+}
+
+impl ShardPlacement {
+    /// Whether `node` was moved off the shard and the move completed.
+    pub fn released(&self, node: NodeId) -> bool {
+        !self.replicas.contains(&node) && self.settled_epoch >= self.epoch
+    }
 }
 
 /// The whole cluster description.
@@ -97,6 +109,24 @@ pub enum MetadataError {
     TooManyNodes(usize),
     #[error("metadata is malformed: {0}")]
     Malformed(String),
+    #[error("node {0} is not a member of this cluster")]
+    UnknownNode(NodeId),
+    #[error("node {node} is {state}: {reason}")]
+    Refused {
+        node: NodeId,
+        state: String,
+        reason: String,
+    },
+}
+
+/// What an operator asks of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeAction {
+    /// Move every replica off the node; it stays a member and keeps serving.
+    Drain,
+    /// The node is gone for good: never place anything on it again.
+    Remove,
 }
 
 impl ClusterMetadata {
@@ -107,6 +137,7 @@ impl ClusterMetadata {
         replication_factor: u32,
         node: NodeRecord,
     ) -> ClusterMetadata {
+        let node_id = node.id;
         let mut metadata = ClusterMetadata {
             format_version: METADATA_FORMAT_VERSION,
             revision: 1,
@@ -117,7 +148,7 @@ impl ClusterMetadata {
             nodes: vec![node],
             placement: vec![ShardPlacement::default(); shard_count as usize],
         };
-        placement::apply_static(&mut metadata);
+        placement::bootstrap(&mut metadata, node_id);
         metadata
     }
 
@@ -171,8 +202,64 @@ impl ClusterMetadata {
             .is_some_and(|placement| placement.replicas.contains(&node))
     }
 
-    /// Registers a joining node as active and recomputes placement. Returns `false`
-    /// when this exact join was already registered (a retry).
+    /// Applies an operator's action to `node`; `alive` is whether gossip counts it
+    /// alive. Returns `false` when the node is already in the asked-for state.
+    pub fn apply_action(
+        &mut self,
+        node: NodeId,
+        action: NodeAction,
+        alive: bool,
+    ) -> Result<bool, MetadataError> {
+        let record = self.node(node).ok_or(MetadataError::UnknownNode(node))?;
+        let state = record.state;
+        let refused = |reason: String| MetadataError::Refused {
+            node,
+            state: state.as_str().to_string(),
+            reason,
+        };
+        let next = match (action, state) {
+            (NodeAction::Drain, NodeState::Draining) | (NodeAction::Remove, NodeState::Removed) => {
+                return Ok(false)
+            }
+            (_, NodeState::Removed) => return Err(refused("it was removed for good".into())),
+            (NodeAction::Drain, NodeState::Active | NodeState::Joining) => {
+                let active = placement::candidates(self).len();
+                if active <= self.replication_factor as usize {
+                    return Err(refused(format!(
+                        "draining it would leave {} active nodes for replication factor {}; add a node first",
+                        active - 1,
+                        self.replication_factor
+                    )));
+                }
+                NodeState::Draining
+            }
+            (NodeAction::Drain, NodeState::Dead) => {
+                return Err(refused("it is dead; its replicas are already being moved, remove it once it is gone for good".into()))
+            }
+            (NodeAction::Remove, _) if node == self.authority => {
+                return Err(refused("it decides the cluster's membership and cannot be removed".into()))
+            }
+            (NodeAction::Remove, _) if alive => {
+                return Err(refused("it is alive; drain it, stop it, then remove it".into()))
+            }
+            (NodeAction::Remove, _) => NodeState::Removed,
+        };
+        self.set_state(node, next);
+        Ok(true)
+    }
+
+    /// Sets a node's state and bumps the revision (no-op for unknown nodes).
+    pub fn set_state(&mut self, node: NodeId, state: NodeState) {
+        if let Some(record) = self.nodes.iter_mut().find(|record| record.id == node) {
+            if record.state != state {
+                record.state = state;
+                self.revision += 1;
+            }
+        }
+    }
+
+    /// Registers a joining node as active (the rebalancer then places replicas on
+    /// it). Returns `false` when this exact join was already registered (a retry).
     pub fn register(&mut self, node: NodeRecord) -> Result<bool, MetadataError> {
         if node.id == NodeId(0) {
             return Err(MetadataError::ReservedNodeId);
@@ -190,7 +277,6 @@ impl ClusterMetadata {
             state: NodeState::Active,
             ..node
         });
-        placement::apply_static(self);
         self.revision += 1;
         Ok(true)
     }
@@ -214,22 +300,22 @@ mod tests {
         }
     }
 
-    /// Proves joins grow the placement to three replicas, bump revision and epochs,
-    /// accept a retried join, refuse a reused id, and that validation catches
-    /// placements on unknown nodes.
+    /// Proves a new cluster places every shard on its first node, joins register
+    /// nodes and bump the revision (placement is the rebalancer's), a retried join
+    /// is accepted, a reused id refused, and that validation catches placements on
+    /// unknown nodes.
     #[test]
-    fn joins_grow_placement_and_refuse_reused_ids() {
+    fn joins_register_nodes_and_refuse_reused_ids() {
         let mut metadata = ClusterMetadata::bootstrap("c".into(), 4, 3, record(1, 11));
         assert_eq!(metadata.placement[0].replicas, vec![NodeId(1)]);
         assert_eq!(metadata.placement[0].epoch, 1);
+        assert!(!metadata.placement[0].released(NodeId(1)));
         assert!(metadata.register(record(2, 22)).unwrap());
         assert!(metadata.register(record(3, 33)).unwrap());
         assert!(metadata.register(record(4, 44)).unwrap());
         assert_eq!(metadata.revision, 4);
-        for placement in &metadata.placement {
-            assert_eq!(placement.replicas, vec![NodeId(1), NodeId(2), NodeId(3)]);
-            assert_eq!(placement.epoch, 3, "epochs bump only on change");
-        }
+        assert_eq!(metadata.nodes.len(), 4);
+        assert_eq!(metadata.placement[0].replicas, vec![NodeId(1)]);
         assert!(!metadata.register(record(2, 22)).unwrap(), "retry");
         assert_eq!(
             metadata.register(record(2, 99)),
@@ -240,6 +326,35 @@ mod tests {
         let mut bad = metadata.clone();
         bad.placement[1].replicas.push(NodeId(9));
         assert!(bad.validate().is_err());
+        // Operator actions: drain needs enough active nodes left, remove a node
+        // that is gone, never the authority.
+        assert_eq!(
+            metadata.apply_action(NodeId(4), NodeAction::Drain, true),
+            Ok(true)
+        );
+        assert_eq!(
+            metadata.apply_action(NodeId(4), NodeAction::Drain, true),
+            Ok(false)
+        );
+        assert!(matches!(
+            metadata.apply_action(NodeId(3), NodeAction::Drain, true),
+            Err(MetadataError::Refused { .. })
+        ));
+        assert!(metadata
+            .apply_action(NodeId(4), NodeAction::Remove, true)
+            .is_err());
+        assert_eq!(
+            metadata.apply_action(NodeId(4), NodeAction::Remove, false),
+            Ok(true)
+        );
+        assert!(metadata
+            .apply_action(NodeId(1), NodeAction::Remove, false)
+            .is_err());
+        assert_eq!(
+            metadata.apply_action(NodeId(9), NodeAction::Drain, true),
+            Err(MetadataError::UnknownNode(NodeId(9)))
+        );
+        assert_eq!(metadata.revision, 6);
         let encoded = rmp_serde::to_vec_named(&metadata).unwrap();
         let decoded: ClusterMetadata = rmp_serde::from_slice(&encoded).unwrap();
         assert_eq!(decoded, metadata);

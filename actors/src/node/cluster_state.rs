@@ -66,11 +66,15 @@ impl ClusterState {
     /// Adopts `metadata` if it is newer than the current copy (and of the same
     /// cluster); returns whether it did.
     pub fn install(&self, metadata: ClusterMetadata) -> Result<bool, String> {
-        metadata.validate().map_err(|error| error.to_string())?;
         let _change = self
             .change
             .lock()
             .map_err(|_| "cluster state lock poisoned")?;
+        self.install_locked(metadata)
+    }
+
+    fn install_locked(&self, metadata: ClusterMetadata) -> Result<bool, String> {
+        metadata.validate().map_err(|error| error.to_string())?;
         if let Some(current) = self.current.borrow().as_ref() {
             if current.cluster_id != metadata.cluster_id {
                 return Err(format!(
@@ -90,6 +94,37 @@ impl ClusterState {
         );
         self.current.send_replace(Some(Arc::new(metadata)));
         Ok(true)
+    }
+
+    /// Changes the current copy in place, atomically with respect to every other
+    /// change: `change` edits a copy and says whether it changed anything; a
+    /// changed copy gets the next revision and is made durable before anyone sees
+    /// it. Returns the copy now current.
+    pub fn modify<E: From<String>>(
+        &self,
+        change: impl FnOnce(&mut ClusterMetadata) -> Result<bool, E>,
+    ) -> Result<Arc<ClusterMetadata>, E> {
+        let _change = self
+            .change
+            .lock()
+            .map_err(|_| E::from("cluster state lock poisoned".to_string()))?;
+        let current = self
+            .metadata()
+            .ok_or_else(|| E::from("this node has not joined a cluster yet".to_string()))?;
+        let mut next = (*current).clone();
+        if !change(&mut next)? {
+            return Ok(current);
+        }
+        next.revision = current.revision + 1;
+        self.install_locked(next)?;
+        self.metadata()
+            .ok_or_else(|| E::from("the cluster metadata vanished".to_string()))
+    }
+
+    /// Whether this node decides membership and placement.
+    pub fn is_authority(&self) -> bool {
+        self.metadata()
+            .is_some_and(|metadata| metadata.authority == self.node_id)
     }
 
     /// Handles a join request: registers the node when this node is the authority,
@@ -112,19 +147,40 @@ impl ClusterState {
                 cluster,
             };
         }
-        let mut next = (*current).clone();
         let joining = node.id;
-        match next.register(node) {
-            Ok(false) => PeerResponse::Joined(Box::new(next)),
-            Ok(true) => match self.install(next.clone()) {
-                Ok(_) => {
+        let mut registered = false;
+        let outcome = self.modify(|metadata| {
+            registered = metadata
+                .register(node)
+                .map_err(|error| JoinFailure::Refused(error.to_string()))?;
+            Ok::<_, JoinFailure>(registered)
+        });
+        match outcome {
+            Ok(metadata) => {
+                if registered {
                     tracing::info!(node = joining.0, "node joined the cluster");
-                    PeerResponse::Joined(Box::new(next))
                 }
-                Err(error) => PeerResponse::Failed(crate::kv::KvError::Storage(error)),
-            },
-            Err(error) => PeerResponse::Failed(crate::kv::KvError::InvalidInput(error.to_string())),
+                PeerResponse::Joined(Box::new((*metadata).clone()))
+            }
+            Err(JoinFailure::Refused(reason)) => {
+                PeerResponse::Failed(crate::kv::KvError::InvalidInput(reason))
+            }
+            Err(JoinFailure::Storage(error)) => {
+                PeerResponse::Failed(crate::kv::KvError::Storage(error))
+            }
         }
+    }
+}
+
+/// Why a join could not be registered.
+enum JoinFailure {
+    Refused(String),
+    Storage(String),
+}
+
+impl From<String> for JoinFailure {
+    fn from(error: String) -> Self {
+        JoinFailure::Storage(error)
     }
 }
 

@@ -12,13 +12,18 @@ pub mod cluster_state;
 pub mod identity;
 pub mod inbox;
 pub mod join;
+pub mod rebalancer;
 pub mod registry;
 pub mod supervisor;
 
 use crate::ids::{NodeId, ShardId};
 use crate::kv::{Limits, NodeAddresses};
 use crate::log_writer::writer::WalWriter;
-use crate::membership::seed_probe::{self, ProbeReply};
+use crate::membership::actor::{GossipTiming, MembershipActor, MembershipArgs, MembershipMsg};
+use crate::membership::identity::MemberIdentity;
+use crate::membership::packet::PacketKey;
+use crate::membership::seed_probe::ProbeReply;
+use crate::membership::status::MembershipStatus;
 use crate::metadata::{ClusterMetadata, NodeRecord, NodeState, REPLICATION_FACTOR_DEFAULT};
 use crate::router::{Router, RouterContext};
 use crate::shard::ReplicaOptions;
@@ -76,6 +81,10 @@ pub struct NodeOptions {
     pub tick_interval_ms: u64,
     /// Ticks without a leader before a follower campaigns (randomized up to twice).
     pub election_ticks: u64,
+    /// Gossip failure detection.
+    pub gossip: GossipTiming,
+    /// Pacing of the rebalancer (on the authority).
+    pub rebalance: rebalancer::RebalanceOptions,
 }
 
 impl NodeOptions {
@@ -105,6 +114,8 @@ impl NodeOptions {
             checkpoint_interval_ms: 30_000,
             tick_interval_ms: 100,
             election_ticks: 10,
+            gossip: GossipTiming::default(),
+            rebalance: rebalancer::RebalanceOptions::default(),
         }
     }
 }
@@ -136,7 +147,9 @@ pub struct Node {
     registry: Arc<ShardRegistry>,
     checkpointer: tokio::task::JoinHandle<()>,
     stop_checkpointer: watch::Sender<bool>,
-    probe_responder: tokio::task::JoinHandle<()>,
+    membership: ActorRef<MembershipMsg>,
+    membership_task: tokio::task::JoinHandle<()>,
+    rebalancer: tokio::task::JoinHandle<()>,
 }
 
 fn address(text: &str, purpose: &'static str) -> Result<SocketAddr, NodeError> {
@@ -160,6 +173,10 @@ impl Node {
                 options.shard_count
             )));
         }
+        options
+            .gossip
+            .validate()
+            .map_err(NodeError::InvalidOptions)?;
         let started_at = Instant::now();
         let storage = |error: String| NodeError::Storage(error);
         let data_dir = options.data_dir.clone();
@@ -215,13 +232,37 @@ impl Node {
             }
         };
         let shard_count = identity.shard_count;
-        let probe_responder = tokio::spawn(seed_probe::serve(
-            Arc::new(gossip),
-            ProbeReply {
-                node_id: options.node_id,
-                cluster: options.addresses.cluster.clone(),
+        let membership_status = Arc::new(MembershipStatus::default());
+        let spawned = Actor::spawn(
+            None,
+            MembershipActor,
+            MembershipArgs {
+                identity: MemberIdentity {
+                    node: options.node_id,
+                    addresses: options.addresses.clone(),
+                    incarnation: life_incarnation(),
+                },
+                socket: Arc::new(gossip),
+                key: PacketKey::new(Some(&options.cluster_secret)),
+                timing: options.gossip,
+                probe_reply: ProbeReply {
+                    node_id: options.node_id,
+                    cluster: options.addresses.cluster.clone(),
+                },
+                cluster: Arc::clone(&cluster),
+                transport: Arc::clone(&transport),
+                status: Arc::clone(&membership_status),
             },
-        ));
+        )
+        .await;
+        let (membership, membership_task) = match spawned {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                supervisor.stop(None);
+                let _ = supervisor_task.await;
+                return Err(NodeError::Actor(error.to_string()));
+            }
+        };
 
         let sled_cache_bytes = options.sled_cache_bytes;
         let segment_bytes_max = options.wal_segment_bytes;
@@ -269,6 +310,7 @@ impl Node {
             registry: registry.clone(),
             cluster: Arc::clone(&cluster),
             transport_status,
+            membership: Arc::clone(&membership_status),
             started_at,
         });
         let replica_options = ReplicaOptions {
@@ -308,6 +350,13 @@ impl Node {
             },
             stopped,
         ));
+        let rebalancer = tokio::spawn(rebalancer::run(
+            router.clone(),
+            Arc::clone(&cluster),
+            membership_status,
+            options.rebalance,
+            stop_checkpointer.subscribe(),
+        ));
         Ok(Node {
             router,
             supervisor,
@@ -315,7 +364,9 @@ impl Node {
             registry,
             checkpointer,
             stop_checkpointer,
-            probe_responder,
+            membership,
+            membership_task,
+            rebalancer,
         })
     }
 
@@ -341,9 +392,22 @@ impl Node {
     /// Stops accepting requests, drains in-flight work, makes the state machine
     /// durable and closes the WAL.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        // The edges have drained their requests: leave now, so peers see this node
+        // down at once rather than after the suspicion timeout.
+        let (left, done) = tokio::sync::oneshot::channel();
+        if self
+            .membership
+            .send_message(MembershipMsg::Leave(left))
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+        }
+        self.membership.stop(None);
+        let _ = self.membership_task.await;
         self.router.close();
         let _ = self.stop_checkpointer.send(true);
         let _ = self.checkpointer.await;
+        let _ = self.rebalancer.await;
         // A last checkpoint makes the next start replay almost nothing.
         let checkpointed = checkpoint::checkpoint(&self.registry).await;
         let (stopped, done) = tokio::sync::oneshot::channel();
@@ -355,7 +419,6 @@ impl Node {
             let _ = done.await;
         }
         let _ = self.supervisor_task.await;
-        self.probe_responder.abort();
         let db = self.registry.db.clone();
         tokio::task::spawn_blocking(move || db.make_durable())
             .await
@@ -363,6 +426,16 @@ impl Node {
             .map_err(|error| NodeError::Storage(error.to_string()))?;
         checkpointed.map_err(NodeError::Storage)
     }
+}
+
+/// The gossip incarnation of this life of the node: milliseconds since the Unix
+/// epoch, so every restart announces a higher one than any earlier life (which
+/// renewed its incarnation by one per rejoin, far fewer than a millisecond each).
+fn life_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |elapsed| elapsed.as_millis() as u64)
+        .max(1)
 }
 
 /// The node's identity: the existing one, or a new cluster's, or one obtained by

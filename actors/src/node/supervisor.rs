@@ -163,7 +163,12 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(result.map_err(|error| error.to_string()));
             }
             NodeSupervisorMsg::StartShard(shard) => {
-                if state.stopping {
+                let released = state
+                    .kernel
+                    .as_ref()
+                    .and_then(|kernel| kernel.registry.slot(shard))
+                    .is_none_or(|slot| !slot.is_hosted() || slot.actor().is_some());
+                if state.stopping || released {
                     return Ok(());
                 }
                 if let Err(error) = start_shard(&myself, state, shard).await {
@@ -317,11 +322,13 @@ async fn start_kernel(
     args.registry.set_log_writer(Some(log_writer.clone()));
     let metadata = state.cluster.metadata();
     for slot in args.registry.slots() {
-        let placed = metadata
+        let placement = metadata
             .as_ref()
-            .is_some_and(|metadata| metadata.hosts(state.node_id, slot.shard));
+            .and_then(|metadata| metadata.shard(slot.shard));
+        let placed = placement.is_some_and(|placement| placement.replicas.contains(&state.node_id));
+        let released = placement.is_some_and(|placement| placement.released(state.node_id));
         let has_log = args.logs.contains_key(&GroupId::shard(slot.shard));
-        slot.set_hosted(placed || has_log);
+        slot.set_hosted(placed || (has_log && !released));
     }
     if let Some(transport) = state.transport.get() {
         transport.send_message(TransportMsg::Attach(Arc::clone(&args.inbox)))?;
@@ -368,8 +375,9 @@ async fn start_kernel(
     Ok(())
 }
 
-/// Starts replicas for shards newly placed here and tells running ones their new
-/// replica sets.
+/// Starts replicas for shards newly placed here, tells running ones their new
+/// replica sets, and stops those moved off this node once the move completed (the
+/// shard's group no longer counts this node).
 async fn follow_metadata(myself: &ActorRef<NodeSupervisorMsg>, state: &mut NodeSupervisorState) {
     let Some(metadata) = state.cluster.metadata() else {
         return;
@@ -381,6 +389,20 @@ async fn follow_metadata(myself: &ActorRef<NodeSupervisorMsg>, state: &mut NodeS
             continue;
         };
         if let Some(actor) = slot.actor() {
+            if placement.released(state.node_id) {
+                tracing::info!(
+                    shard = slot.shard.0,
+                    "shard moved off this node; stopping its replica"
+                );
+                state.shard_of_actor.remove(&actor.get_id());
+                // Unhosted first: from now on the Router sends the shard's requests
+                // to its leader instead of finding no replica here.
+                slot.set_hosted(false);
+                slot.set_actor(None);
+                slot.gauges.set_local_reads(false);
+                actor.stop(Some("moved off this node".into()));
+                continue;
+            }
             let _ = actor.send_message(ShardReplicaMsg::PlacementChanged(
                 placement.replicas.clone(),
             ));
@@ -398,7 +420,11 @@ async fn follow_metadata(myself: &ActorRef<NodeSupervisorMsg>, state: &mut NodeS
 /// group; everyone else waits to be added by its leader.
 fn bootstrap_of(metadata: Option<&ClusterMetadata>, node: NodeId, shard: ShardId) -> Bootstrap {
     match metadata.and_then(|metadata| metadata.shard(shard)) {
-        Some(placement) if placement.replicas == [node] => Bootstrap::Voters(vec![node]),
+        // Only the placement a cluster starts with (epoch 1): a later single-node
+        // placement is the end of a move, and the group exists elsewhere.
+        Some(placement) if placement.replicas == [node] && placement.epoch == 1 => {
+            Bootstrap::Voters(vec![node])
+        }
         _ => Bootstrap::Join,
     }
 }

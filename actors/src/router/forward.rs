@@ -23,6 +23,22 @@ enum Target {
 }
 
 impl Router {
+    /// Whether requests for the shard run on the local replica: there is one and
+    /// the shard is placed here. A replica being moved off serves only while it
+    /// still leads; otherwise requests go to the leader, so none is left in flight
+    /// on a replica about to be released.
+    pub(super) fn serves_locally(&self, slot: &ShardSlot) -> bool {
+        if !slot.is_hosted() {
+            return false;
+        }
+        let me = self.node_id();
+        self.context()
+            .cluster
+            .metadata()
+            .is_some_and(|metadata| metadata.hosts(me, slot.shard))
+            || slot.gauges.leader() == Some(me.0)
+    }
+
     /// Where the shard's leader is, as best known, with `preferred` (a hint just
     /// received) taking precedence. With `follower_proposes`, a local follower that
     /// knows its leader counts as local: it proposes, and raft-rs forwards the entry
@@ -34,13 +50,14 @@ impl Router {
         follower_proposes: bool,
     ) -> Target {
         let me = self.node_id();
-        let local = slot.is_hosted() && slot.actor().is_some();
+        let serves = self.serves_locally(slot);
+        let local = serves && slot.actor().is_some();
         match preferred {
             Some(node) if node == me && local => return Target::Local,
             Some(node) if node != me => return Target::Remote(node),
             _ => {}
         }
-        if slot.is_hosted() {
+        if serves {
             if !local {
                 return Target::Wait(
                     self.unavailable(slot.shard, "the shard replica is restarting"),
@@ -151,7 +168,7 @@ impl Router {
     }
 
     /// Sends `request` to `node` through the Transport and waits for the answer.
-    async fn call(
+    pub(super) async fn call(
         &self,
         node: NodeId,
         request: PeerRequest,
@@ -203,7 +220,7 @@ impl Router {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<Option<Versioned>, KvError> {
-        if slot.is_hosted() {
+        if self.serves_locally(slot) {
             if consistency == Consistency::Linearizable {
                 self.read_index_local(slot, deadline).await?;
             }
@@ -234,7 +251,7 @@ impl Router {
         deadline: Instant,
     ) -> Result<Vec<ScanItem>, KvError> {
         let slot = self.slot(shard)?;
-        if slot.is_hosted() {
+        if self.serves_locally(slot) {
             if consistency == Consistency::Linearizable {
                 self.read_index_local(slot, deadline).await?;
             }

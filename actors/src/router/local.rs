@@ -83,9 +83,11 @@ impl Router {
                     Err(error) => Here::Done(PeerResponse::Failed(error.into())),
                 }
             }
-            PeerRequest::Join { .. } => Here::Done(PeerResponse::Failed(KvError::InvalidInput(
-                "joins are answered by the transport".into(),
-            ))),
+            PeerRequest::Join { .. }
+            | PeerRequest::LeaderStates
+            | PeerRequest::NodeAction { .. } => Here::Done(PeerResponse::Failed(
+                KvError::InvalidInput("not a request about a shard".into()),
+            )),
         }
     }
 
@@ -102,6 +104,13 @@ impl Router {
                     "joins are answered by the transport".into(),
                 ))
             }
+            PeerRequest::LeaderStates => return PeerResponse::LeaderStates(self.leader_states()),
+            PeerRequest::NodeAction { node, action } => {
+                return match self.node_action_here(*node, *action) {
+                    Ok(()) => PeerResponse::Done,
+                    Err(error) => PeerResponse::Failed(error),
+                }
+            }
         };
         if self.is_closed() {
             return PeerResponse::Failed(KvError::NotLeader { shard, hint: None });
@@ -116,7 +125,7 @@ impl Router {
                 hint: leader.filter(|leader| *leader != self.node_id()),
             })
         };
-        if !slot.is_hosted() {
+        if !self.serves_locally(slot) {
             return not_here(slot.known_leader());
         }
         // Reads are served by any replica (a follower asks its leader); writes only

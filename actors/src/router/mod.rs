@@ -21,6 +21,7 @@
 //!
 //! Limits are validated here, before anything is queued.
 
+mod cluster_ops;
 mod forward;
 mod local;
 mod views;
@@ -72,6 +73,7 @@ pub struct RouterContext {
     pub registry: Arc<ShardRegistry>,
     pub cluster: Arc<ClusterState>,
     pub transport_status: Arc<TransportStatus>,
+    pub membership: Arc<crate::membership::status::MembershipStatus>,
     pub started_at: Instant,
 }
 

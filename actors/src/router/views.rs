@@ -21,11 +21,27 @@ impl Router {
         slot.known_leader()
     }
 
-    /// The cluster as this node sees it.
+    /// The cluster as this node sees it, with each shard's replication lag (and
+    /// its leader, when this node knows none) as the live nodes' leaders report
+    /// them within a second.
     pub async fn cluster_info(&self) -> ClusterInfo {
         let context = self.context();
         let me = context.node_id;
         let metadata = context.cluster.metadata();
+        let live: Vec<NodeId> = metadata
+            .as_ref()
+            .map(|metadata| {
+                metadata
+                    .nodes
+                    .iter()
+                    .map(|node| node.id)
+                    .filter(|node| self.gossip_alive(*node))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reports = self
+            .leader_reports(&live, std::time::Instant::now() + Duration::from_secs(1))
+            .await;
         let shards: Vec<ShardInfo> = context
             .registry
             .slots()
@@ -40,10 +56,12 @@ impl Router {
                 } else {
                     (Vec::new(), Vec::new())
                 };
+                let report = reports.get(&slot.shard);
                 ShardInfo {
                     id: slot.shard,
                     replicas: placement.replicas,
-                    leader: self.leader_of(slot),
+                    leader: self.leader_of(slot).or(report.map(|(leader, _)| *leader)),
+                    lag_entries: report.map(|(_, state)| state.lag_entries),
                     epoch: placement.epoch,
                     applied_index: slot.gauges.applied_index(),
                     compacted_index: slot.gauges.compacted_index(),
@@ -53,6 +71,8 @@ impl Router {
             })
             .collect();
         let status = &context.transport_status;
+        let members = context.membership.members();
+        let own_incarnation = context.membership.stats().incarnation;
         let nodes = metadata
             .as_ref()
             .map(|metadata| {
@@ -75,6 +95,26 @@ impl Router {
                             .filter(|shard| shard.leader == Some(node.id))
                             .count() as u32,
                         reachable: node.id == me || status.is_reachable(node.id),
+                        gossip_state: match members.get(&node.id) {
+                            _ if node.id == me => "alive".to_string(),
+                            Some(member) => member.state.as_str().to_string(),
+                            None => "unknown".to_string(),
+                        },
+                        incarnation: match members.get(&node.id) {
+                            _ if node.id == me => own_incarnation,
+                            Some(member) => member.identity.incarnation,
+                            None => 0,
+                        },
+                        uptime_seconds: if node.id == me {
+                            Some(context.started_at.elapsed().as_secs())
+                        } else {
+                            members
+                                .get(&node.id)
+                                .filter(|member| {
+                                    member.state != crate::membership::status::GossipState::Down
+                                })
+                                .map(|member| uptime_from_incarnation(member.identity.incarnation))
+                        },
                     })
                     .collect()
             })
@@ -134,6 +174,7 @@ impl Router {
                 items_dropped_total: status.items_dropped_total.load(Ordering::Relaxed),
                 calls_total: status.calls_total.load(Ordering::Relaxed),
             },
+            gossip: context.membership.stats(),
         }
     }
 
@@ -185,4 +226,13 @@ impl Router {
         }
         Ok(checksums)
     }
+}
+
+/// Seconds since a node started, from its gossip incarnation (its start time in
+/// Unix milliseconds, plus one per rejoin).
+fn uptime_from_incarnation(incarnation: u64) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    now_ms.saturating_sub(incarnation) / 1_000
 }

@@ -22,6 +22,9 @@ pub struct ShardGauges {
     local_reads: AtomicBool,
     /// Voters and learners as the replica last applied them.
     membership: RwLock<(Vec<u64>, Vec<u64>)>,
+    /// On a leader: how many entries the furthest-behind member lacks (refreshed
+    /// every few ticks).
+    replication_lag: AtomicU64,
 }
 
 impl ShardGauges {
@@ -88,6 +91,16 @@ impl ShardGauges {
         if let Ok(mut membership) = self.membership.write() {
             *membership = (voters.to_vec(), learners.to_vec());
         }
+    }
+
+    /// Entries the furthest-behind member lacks, as this replica last saw it while
+    /// leading.
+    pub fn replication_lag(&self) -> u64 {
+        self.replication_lag.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_replication_lag(&self, entries: u64) {
+        self.replication_lag.store(entries, Ordering::Relaxed);
     }
 
     pub(crate) fn set_compacted_index(&self, index: u64) {

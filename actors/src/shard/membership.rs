@@ -7,8 +7,9 @@
 //! Invariants: a node is promoted only once it is recently active and within
 //! [`PROMOTE_LAG_ENTRIES_MAX`] of the leader's last index, so promotion never makes
 //! the quorum wait for a replica still copying a snapshot; a voter is removed only
-//! when every placed node is already a voter, and the leader never removes itself
-//! (moving leadership away first is the rebalancer's job).
+//! when every placed node is already a voter, and the leader never removes itself:
+//! a leader that is no longer placed first hands leadership to a caught-up placed
+//! voter, which then removes it.
 
 use crate::ids::NodeId;
 
@@ -28,6 +29,8 @@ pub enum MembershipChange {
     AddLearner(NodeId),
     Promote(NodeId),
     Remove(NodeId),
+    /// The leader is not placed: move leadership to this placed voter.
+    TransferLeader(NodeId),
 }
 
 /// The group as its leader sees it.
@@ -83,6 +86,19 @@ pub fn next_change(
             .find(|id| !placed.contains(&NodeId(**id)) && NodeId(**id) != view.leader)
         {
             return Some(MembershipChange::Remove(NodeId(*stray)));
+        }
+        if !placed.contains(&view.leader) {
+            let successor = placed
+                .iter()
+                .filter_map(|node| {
+                    let progress = progress(*node)?;
+                    let ready = progress.recent_active
+                        && progress.matched + PROMOTE_LAG_ENTRIES_MAX >= view.last_index;
+                    ready.then_some((progress.matched, std::cmp::Reverse(*node)))
+                })
+                .max()
+                .map(|(_, std::cmp::Reverse(node))| node);
+            return successor.map(MembershipChange::TransferLeader);
         }
     }
     None
@@ -163,5 +179,36 @@ mod tests {
             "node 1 leads and stays"
         );
         assert_eq!(next_change(&view(&[1], &[], &[]), caught_up), None);
+    }
+
+    /// Proves a leader that is no longer placed hands leadership to the most
+    /// caught-up placed voter (lowest id among equals), only once every placed node
+    /// votes and never to a replica that is behind or inactive.
+    #[test]
+    fn an_unplaced_leader_hands_over() {
+        let placed = [NodeId(2), NodeId(3), NodeId(4)];
+        assert_eq!(
+            next_change(&view(&[1, 2, 3, 4], &[], &placed), caught_up),
+            Some(MembershipChange::TransferLeader(NodeId(2)))
+        );
+        let ahead = |node: NodeId| {
+            Some(MemberProgress {
+                matched: if node == NodeId(4) { 1_000 } else { 990 },
+                recent_active: true,
+            })
+        };
+        assert_eq!(
+            next_change(&view(&[1, 2, 3, 4], &[], &placed), ahead),
+            Some(MembershipChange::TransferLeader(NodeId(4)))
+        );
+        assert_eq!(
+            next_change(&view(&[1, 2, 3, 4], &[], &placed), behind),
+            None
+        );
+        assert_eq!(
+            next_change(&view(&[1, 2, 3], &[4], &placed), caught_up),
+            Some(MembershipChange::Promote(NodeId(4))),
+            "promotion comes first"
+        );
     }
 }

@@ -547,6 +547,14 @@ impl ShardReplica {
                     },
                 );
             }
+            // raft-rs drops proposals while leadership is being handed over: the
+            // write certainly did not happen, so the Router may try again.
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(KvError::NotLeader {
+                    shard: self.shard,
+                    hint: None,
+                }));
+            }
             Err(error) => {
                 let _ = reply.send(Err(KvError::Unavailable {
                     shard: self.shard,
@@ -678,6 +686,16 @@ impl ShardReplica {
         }
         if self.is_leader() && ticks.saturating_sub(self.reconciled_at_tick) >= RECONCILE_TICKS {
             self.reconciled_at_tick = ticks;
+            let last_index = self.raw.raft.raft_log.last_index();
+            let lag = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(_, progress)| last_index.saturating_sub(progress.matched))
+                .max()
+                .unwrap_or(0);
+            self.gauges.set_replication_lag(lag);
             self.reconcile_membership();
         }
     }
@@ -714,6 +732,17 @@ impl ShardReplica {
             MembershipChange::AddLearner(node) => (ConfChangeType::AddLearnerNode, node),
             MembershipChange::Promote(node) => (ConfChangeType::AddNode, node),
             MembershipChange::Remove(node) => (ConfChangeType::RemoveNode, node),
+            MembershipChange::TransferLeader(node) => {
+                if self.raw.raft.lead_transferee != Some(node.0) {
+                    tracing::info!(
+                        shard = self.shard.0,
+                        to = node.0,
+                        "not placed here any more; handing leadership over"
+                    );
+                    self.raw.transfer_leader(node.0);
+                }
+                return;
+            }
         };
         let conf_change = ConfChange {
             change_type,

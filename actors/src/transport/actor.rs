@@ -159,6 +159,30 @@ impl Actor for TransportActor {
                 reply,
             } => state.call(to, request, timeout, wait_for_connection, reply),
             TransportMsg::AddPeer { node, address } => state.add_peer(node, address),
+            TransportMsg::MemberUp { node, address } => {
+                state.add_peer(node, address);
+                if node != state.node_id {
+                    let peer = state.peer(node);
+                    if peer.gossip_down {
+                        tracing::info!(peer = node.0, "gossip sees the peer up; sending again");
+                    }
+                    peer.gossip_down = false;
+                    peer.dial.next_attempt = Instant::now();
+                    peer.dial.backoff = super::peer::DIAL_BACKOFF_MIN;
+                }
+            }
+            TransportMsg::MemberDown { node } => {
+                if node != state.node_id {
+                    let peer = state.peer(node);
+                    peer.gossip_down = true;
+                    let dropped = peer.drop_raft();
+                    TransportStatus::count(&state.status.items_dropped_total, dropped);
+                    tracing::info!(
+                        peer = node.0,
+                        "gossip declared the peer down; not sending to it"
+                    );
+                }
+            }
             TransportMsg::Attach(inbox) => state.inbox = Some(inbox),
             TransportMsg::Flush => {
                 state.flush_scheduled = false;
@@ -285,6 +309,11 @@ impl TransportState {
             .map(|(node, _)| *node)
             .collect();
         for node in nodes {
+            if self.peer(node).gossip_down {
+                let dropped = self.peer(node).drop_raft();
+                TransportStatus::count(&self.status.items_dropped_total, dropped);
+                continue;
+            }
             let Some(remote) = self.remote(node) else {
                 // No session: Raft messages go (Raft retransmits), the rest waits
                 // for the dial in progress, bounded by the outbox.
@@ -328,7 +357,11 @@ impl TransportState {
         for node in &nodes {
             let connected = self.remote(*node).is_some();
             let peer = self.peer(*node);
-            if !connected && !peer.dial.in_progress && now >= peer.dial.next_attempt {
+            if !connected
+                && !peer.gossip_down
+                && !peer.dial.in_progress
+                && now >= peer.dial.next_attempt
+            {
                 if let Some(address) = peer.address.clone() {
                     peer.dial.in_progress = true;
                     let node_server = self.node_server.clone();

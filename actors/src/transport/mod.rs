@@ -121,6 +121,15 @@ pub enum TransportMsg {
         node: NodeId,
         address: String,
     },
+    /// Gossip sees `node` up (new, or back): dial it now at `address`.
+    MemberUp {
+        node: NodeId,
+        address: String,
+    },
+    /// Gossip declared `node` down: stop sending to it until it is up again.
+    MemberDown {
+        node: NodeId,
+    },
     /// Hand incoming traffic to `inbox` from now on.
     Attach(Arc<dyn Inbox>),
     /// Sends whatever is queued (the actor sends this to itself).

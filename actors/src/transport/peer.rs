@@ -76,6 +76,9 @@ pub struct Peer {
     /// A keepalive (or a pending acknowledgement at a tick) is due.
     frame_owed: bool,
     pub last_heard: Option<Instant>,
+    /// Gossip declared the peer down: nothing is sent to it, calls to it fail at
+    /// once and it is not dialed, until gossip sees it up again.
+    pub gossip_down: bool,
     /// Raft messages and other items dropped because the peer could not take them.
     pub dropped_total: u64,
     /// Metadata revision last sent to the peer, and when.
@@ -107,6 +110,7 @@ impl Peer {
             unacknowledged: 0,
             frame_owed: false,
             last_heard: None,
+            gossip_down: false,
             dropped_total: 0,
             metadata_sent: None,
             metadata_asked: None,
@@ -131,7 +135,9 @@ impl Peer {
     pub fn queue(&mut self, item: PeerItem, now: Instant) -> Result<(), QueueRefusal> {
         let bytes = item.size_bytes();
         let raft = matches!(item, PeerItem::Raft { .. });
-        if self.outbox_bytes + bytes > OUTBOX_BYTES_MAX || (raft && self.stalled(now)) {
+        if self.outbox_bytes + bytes > OUTBOX_BYTES_MAX
+            || (raft && (self.gossip_down || self.stalled(now)))
+        {
             self.dropped_total += 1;
             return Err(QueueRefusal::OutboxFull);
         }
@@ -167,8 +173,10 @@ impl Peer {
 
     /// Whether calls may be sent: the peer was heard from recently.
     pub fn is_reachable(&self, now: Instant) -> bool {
-        self.last_heard
-            .is_some_and(|heard| now.duration_since(heard) <= SILENCE_MAX)
+        !self.gossip_down
+            && self
+                .last_heard
+                .is_some_and(|heard| now.duration_since(heard) <= SILENCE_MAX)
     }
 
     /// Records a frame received from the peer; returns whether it came from a new

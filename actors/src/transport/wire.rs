@@ -20,7 +20,7 @@
 use crate::command::Command;
 use crate::ids::{GroupId, NodeId, Revision, ShardId};
 use crate::kv::{Consistency, KvError, Namespace, ScanItem, Versioned};
-use crate::metadata::{ClusterMetadata, NodeRecord};
+use crate::metadata::{ClusterMetadata, NodeAction, NodeRecord};
 use crate::shard::replica::{SnapshotAck, SnapshotChunk};
 use crate::storage::wal_record::{ConfStateRecord, EntryRecord};
 use bytes::Bytes;
@@ -124,6 +124,22 @@ pub enum PeerRequest {
     },
     /// Move the shard's leadership to `to`.
     TransferLeader { shard: ShardId, to: NodeId },
+    /// The group configuration of every shard the receiver leads (asked by the
+    /// rebalancer).
+    LeaderStates,
+    /// An operator's action on a node, decided by the authority.
+    NodeAction { node: NodeId, action: NodeAction },
+}
+
+/// One shard group as its leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderState {
+    pub shard: ShardId,
+    pub term: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Entries the furthest-behind member lacks.
+    pub lag_entries: u64,
 }
 
 /// Answers to [`PeerRequest`]s.
@@ -141,6 +157,7 @@ pub enum PeerResponse {
     ScanItems(Vec<ScanItem>),
     Done,
     Failed(KvError),
+    LeaderStates(Vec<LeaderState>),
 }
 
 /// A snapshot chunk as it travels.
