@@ -41,6 +41,21 @@ fn fast_gossip() -> [(&'static str, String); 3] {
     ]
 }
 
+/// Fast gossip, and nodes declared dead after 5 s down.
+fn fast_gossip_and_death() -> Vec<(&'static str, String)> {
+    let mut variables = fast_gossip().to_vec();
+    variables.push(("MIMORI_DEAD_AFTER_MS", "5000".to_string()));
+    variables
+}
+
+/// Environment variables as the harness takes them.
+fn pairs<'a>(variables: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    variables
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect()
+}
+
 fn timing() -> GossipTiming {
     GossipTiming {
         probe_interval: Duration::from_millis(PROBE_INTERVAL_MS),
@@ -107,11 +122,8 @@ async fn gossip_stats(node: &common::NodeProcess) -> mimori_actors::kv::GossipSt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t60_gossip_detects_stopped_nodes_and_rejects_forged_packets() {
     let _place = ClusterPlace::take(3);
-    let environment = fast_gossip();
-    let environment: Vec<(&str, &str)> = environment
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
+    let variables = fast_gossip();
+    let environment = pairs(&variables);
     let mut cluster = Cluster::start(3, &environment);
     let settle = Duration::from_secs(30);
 
@@ -448,12 +460,8 @@ async fn t61_joins_spread_replicas_and_a_drain_empties_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t62_a_dead_nodes_replicas_are_recreated_elsewhere() {
     let _place = ClusterPlace::take(5);
-    let gossip = fast_gossip();
-    let mut environment: Vec<(&str, &str)> = gossip
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    environment.push(("MIMORI_DEAD_AFTER_MS", "5000"));
+    let variables = fast_gossip_and_death();
+    let environment = pairs(&variables);
     phase("start five nodes and write 2,000 keys");
     let mut cluster = Cluster::start(5, &environment);
     // Five nodes start with the first three holding everything; let the spreading
@@ -519,4 +527,62 @@ async fn t62_a_dead_nodes_replicas_are_recreated_elsewhere() {
     assert!(!acknowledged.is_empty());
     assert_all_readable(&cluster.node(5).url(""), &acknowledged, 16).await;
     assert_all_readable(&cluster.node(3).url(""), &keys, 16).await;
+}
+
+/// Proves membership does not hang on the node that bootstrapped the cluster (the
+/// metadata group's first member): with node 1 SIGKILLed, a new node joins through
+/// node 2, node 1 is declared dead after `dead_after` = 5 s and every replica it
+/// had, of the data shards and of the metadata group, is re-created on nodes 2 to
+/// 4; writes through the new node succeed and the keys written before are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t63_membership_survives_the_bootstrap_node() {
+    let _place = ClusterPlace::take(4);
+    let variables = fast_gossip_and_death();
+    let environment = pairs(&variables);
+    phase("start three nodes and write 1,000 keys");
+    let mut cluster = Cluster::start(3, &environment);
+    let keys = write_all(&cluster.node(2).url(""), "before/", 1_000, 16).await;
+
+    phase("SIGKILL node 1, then join node 4 through node 2");
+    cluster.node_mut(1).kill();
+    let joined = Instant::now();
+    let new = cluster.join_node_via(2, &environment);
+    eprintln!(
+        "node {new} joined {} ms after node 1 died",
+        joined.elapsed().as_millis()
+    );
+    let recovered = wait_until(
+        &cluster,
+        "replacing node 1",
+        Duration::from_secs(60),
+        || {
+            if registry_state(&cluster, 2, 1).as_deref() != Some("dead") {
+                return Some("node 1 is not dead yet".into());
+            }
+            let load = replicas_per_node(&cluster, 2);
+            if load.get(&1) != Some(&0) || load.get(&new).is_none_or(|count| *count == 0) {
+                return Some(format!("replicas per node {load:?}"));
+            }
+            let Some(view) = cluster_view(cluster.node(2)) else {
+                return Some("node 2 has no view".into());
+            };
+            let group = &view["metadata_group"]["replicas"];
+            if group.as_array().is_none_or(|replicas| {
+                replicas.len() != 3 || replicas.iter().any(|node| node.as_u64() == Some(1))
+            }) {
+                return Some(format!("metadata group on {group}"));
+            }
+            cluster.unsettled(3)
+        },
+    );
+    eprintln!(
+        "node 1's replicas re-created {} ms after it died: {:?}",
+        recovered.as_millis(),
+        replicas_per_node(&cluster, 2)
+    );
+
+    phase("the new node serves writes; the old keys are there");
+    let written = write_all(&cluster.node(new).url(""), "after/", 500, 8).await;
+    assert_all_readable(&cluster.node(3).url(""), &written, 8).await;
+    assert_all_readable(&cluster.node(new).url(""), &keys, 16).await;
 }

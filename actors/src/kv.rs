@@ -225,6 +225,8 @@ pub struct ClusterInfo {
     pub replication_factor: u32,
     pub nodes: Vec<NodeInfo>,
     pub shards: Vec<ShardInfo>,
+    /// The metadata group (its `id` is `shard_count`), like a shard.
+    pub metadata_group: Option<ShardInfo>,
 }
 
 /// WAL counters, cumulative since the node started.

@@ -61,7 +61,7 @@ impl Actor for TickerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             TickerMsg::Tick => {
-                for slot in state.registry.slots() {
+                for slot in state.registry.all_slots() {
                     if let Some(actor) = slot.actor() {
                         let _ = actor.send_message(ShardReplicaMsg::Tick);
                     }

@@ -129,8 +129,8 @@ pub enum AdminRequest {
     TransferLeader { shard: u32, to: u64 },
     /// A content checksum and the applied index of every replica on this node.
     ShardChecksums,
-    /// An operator's action on a node (drain, remove), decided by the node that
-    /// decides membership; answered once it is recorded.
+    /// An operator's action on a node (drain, remove), decided by the metadata
+    /// group's leader; answered once it is recorded.
     NodeAction { node: u64, action: NodeAction },
 }
 

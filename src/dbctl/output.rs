@@ -453,6 +453,28 @@ pub fn cluster_table(info: &ClusterInfo) -> String {
         ("shard_count", info.shard_count.to_string()),
         ("replication_factor", info.replication_factor.to_string()),
         ("nodes", info.nodes.len().to_string()),
+        (
+            "metadata_group",
+            info.metadata_group
+                .as_ref()
+                .map(|group| {
+                    format!(
+                        "replicas {}, leader {}, epoch {}",
+                        group
+                            .replicas
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        group
+                            .leader
+                            .map(|leader| leader.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        group.epoch
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+        ),
     ]);
     text.push('\n');
     let node_rows: Vec<Vec<String>> = info

@@ -31,7 +31,7 @@ impl Cluster {
             dir,
         };
         for _ in 0..count {
-            cluster.spawn_node(environment);
+            cluster.spawn_node(environment, 1);
         }
         cluster.wait_replicated(count.min(3) as usize, Duration::from_secs(90));
         cluster
@@ -40,17 +40,22 @@ impl Cluster {
     /// Starts one more node that joins through node 1 and waits until it serves;
     /// returns its id.
     pub fn join_node(&mut self, environment: &[(&str, &str)]) -> u64 {
-        self.spawn_node(environment)
+        self.spawn_node(environment, 1)
     }
 
-    fn spawn_node(&mut self, environment: &[(&str, &str)]) -> u64 {
+    /// Like `join_node`, through node `seed`.
+    pub fn join_node_via(&mut self, seed: u64, environment: &[(&str, &str)]) -> u64 {
+        self.spawn_node(environment, seed)
+    }
+
+    fn spawn_node(&mut self, environment: &[(&str, &str)], seed: u64) -> u64 {
         let id = self.nodes.len() as u64 + 1;
         let mut node =
             NodeProcess::new(id, &self.dir.path().join(format!("node{id}"))).with_env(environment);
         let mut args = vec!["--shard-count".to_string(), TEST_SHARDS.to_string()];
-        if let Some(first) = self.nodes.first() {
+        if let Some(seed) = self.nodes.get(seed as usize - 1) {
             args.push("--join".into());
-            args.push(first.gossip.to_string());
+            args.push(seed.gossip.to_string());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         node = node.with_args(&args);
@@ -104,27 +109,37 @@ impl Cluster {
                 None => return Some(format!("node {} has no view", node.node_id)),
             };
         }
-        for shard in 0..TEST_SHARDS as usize {
+        // The data shards, then the metadata group (whose size follows the
+        // cluster's, so only that it settled is checked).
+        let groups = (0..TEST_SHARDS as usize)
+            .map(|shard| (Some(shard), Some(voters)))
+            .chain(std::iter::once((None, None)));
+        for (shard, expected) in groups {
+            let name = shard.map_or("metadata".to_string(), |shard| shard.to_string());
+            let info_of = |view: &serde_json::Value| match shard {
+                Some(index) => view["shards"][index].clone(),
+                None => view["metadata_group"].clone(),
+            };
             for (node, view) in &views {
-                let info = &view["shards"][shard];
+                let info = info_of(view);
                 if !info["leader"].is_u64() {
                     return Some(format!(
-                        "node {node} knows no leader of shard {shard}: {info}"
+                        "node {node} knows no leader of shard {name}: {info}"
                     ));
                 }
-                if info["replicas"].as_array().map(Vec::len) != Some(voters) {
+                if expected.is_some() && info["replicas"].as_array().map(Vec::len) != expected {
                     return Some(format!(
-                        "node {node} places shard {shard} on {}",
+                        "node {node} places shard {name} on {}",
                         info["replicas"]
                     ));
                 }
             }
             let leader_view = views.iter().find_map(|(node, view)| {
-                let info = &view["shards"][shard];
+                let info = info_of(view);
                 (info["leader"].as_u64() == Some(*node)).then_some(info)
             });
             let Some(info) = leader_view else {
-                return Some(format!("no running node leads shard {shard}"));
+                return Some(format!("no running node leads shard {name}"));
             };
             let set = |value: &serde_json::Value| {
                 let mut ids: Vec<u64> = value
@@ -137,7 +152,7 @@ impl Cluster {
             if set(&info["voters"]) != set(&info["replicas"])
                 || !info["learners"].as_array().is_some_and(Vec::is_empty)
             {
-                return Some(format!("shard {shard} is still moving: {info}"));
+                return Some(format!("shard {name} is still moving: {info}"));
             }
         }
         None

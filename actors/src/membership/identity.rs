@@ -6,9 +6,6 @@
 //! A node that restarts announces a higher incarnation than its last life, and a node
 //! that learns it was declared down renews itself with the next incarnation
 //! (`renew`), so it rejoins without an operator.
-//!
-//! Nothing gossips yet: until the Membership actor exists (TODO(#4)) this is the type
-//! it will gossip.
 
 use crate::ids::NodeId;
 use crate::kv::NodeAddresses;

@@ -1,13 +1,15 @@
 //! Cluster metadata: which cluster this is, its fixed shard count and replication
 //! factor, the node registry and the placement table (shard → replicas, epoch).
 //!
-//! Every node keeps a copy (`node::cluster_state`), persisted in its data directory,
-//! and routers follow the copy's placement table. Changes are decided in one place
-//! and spread by revision: a copy with a higher `revision` replaces a lower one.
-//! Until the metadata Raft group exists (TODO(#4)), the node that bootstrapped the
-//! cluster (`authority`) decides joins, node states and placement (the rebalancer,
+//! The metadata is the state of the **metadata group**: one more Raft group, the
+//! shard numbered `shard_count` (after the data shards), placed on up to three
+//! nodes (five once the cluster has five), whose only key holds this structure.
+//! Its leader decides joins, node states and placement (the rebalancer,
 //! `node::rebalancer`, with the decisions of [`placement`] over the consistent-hash
-//! [`ring`]); the structures here are what that group will replicate.
+//! [`ring`]) by compare-and-set writes of that key (`router::metadata`). Every node
+//! keeps a copy (`node::cluster_state`), persisted in its data directory, and
+//! routers follow the copy's placement table; the copies spread by revision: a copy
+//! with a higher `revision` replaces a lower one.
 //!
 //! The format is rmp-serde (on the wire) and JSON (on disk) with named fields and a
 //! version marker.
@@ -90,12 +92,27 @@ pub struct ClusterMetadata {
     pub cluster_id: String,
     pub shard_count: u32,
     pub replication_factor: u32,
-    /// The node that decides joins (the bootstrap node).
+    /// The node that bootstrapped the cluster (the metadata group's first member).
     pub authority: NodeId,
     /// Registered nodes, in the order they joined.
     pub nodes: Vec<NodeRecord>,
     /// One entry per shard, indexed by shard id.
     pub placement: Vec<ShardPlacement>,
+    /// Where the metadata group's replicas live (the group of shard id
+    /// `shard_count`). Empty in copies written before the group existed: read as
+    /// the bootstrap node alone (`upgrade`).
+    #[serde(default)]
+    pub metadata_placement: ShardPlacement,
+}
+
+/// Replicas of the metadata group: three, or five once the cluster has five
+/// active nodes (never more than there are).
+pub fn metadata_replicas(active_nodes: usize) -> usize {
+    if active_nodes >= 5 {
+        5
+    } else {
+        active_nodes.min(3)
+    }
 }
 
 /// Why a change to the metadata was refused.
@@ -147,9 +164,27 @@ impl ClusterMetadata {
             authority: node.id,
             nodes: vec![node],
             placement: vec![ShardPlacement::default(); shard_count as usize],
+            metadata_placement: ShardPlacement::default(),
         };
         placement::bootstrap(&mut metadata, node_id);
         metadata
+    }
+
+    /// The shard id of the metadata group.
+    pub fn metadata_shard(&self) -> ShardId {
+        ShardId(self.shard_count)
+    }
+
+    /// Fills what copies from before the metadata group lack: its placement is the
+    /// bootstrap node alone, as if the group had been created with the cluster.
+    pub fn upgrade(&mut self) {
+        if self.metadata_placement.replicas.is_empty() {
+            self.metadata_placement = ShardPlacement {
+                replicas: vec![self.authority],
+                epoch: 1,
+                settled_epoch: 1,
+            };
+        }
     }
 
     /// Checks what a peer sent before it replaces anything.
@@ -174,7 +209,11 @@ impl ClusterMetadata {
         if ids.len() != self.nodes.len() || ids.first() == Some(&NodeId(0)) {
             return malformed("duplicate or reserved node ids".into());
         }
-        for (shard, placement) in self.placement.iter().enumerate() {
+        let placements = self
+            .placement
+            .iter()
+            .chain(std::iter::once(&self.metadata_placement));
+        for (shard, placement) in placements.enumerate() {
             if placement
                 .replicas
                 .iter()
@@ -191,9 +230,20 @@ impl ClusterMetadata {
         self.nodes.iter().find(|node| node.id == id)
     }
 
-    /// The placement of one shard.
+    /// The placement of one shard (the metadata group's for its shard id).
     pub fn shard(&self, shard: ShardId) -> Option<&ShardPlacement> {
+        if shard == self.metadata_shard() {
+            return Some(&self.metadata_placement);
+        }
         self.placement.get(shard.0 as usize)
+    }
+
+    /// The placement of one shard, to change it.
+    pub fn shard_mut(&mut self, shard: ShardId) -> Option<&mut ShardPlacement> {
+        if shard == self.metadata_shard() {
+            return Some(&mut self.metadata_placement);
+        }
+        self.placement.get_mut(shard.0 as usize)
     }
 
     /// Whether `node` is placed as a replica of `shard`.
@@ -235,9 +285,6 @@ impl ClusterMetadata {
             }
             (NodeAction::Drain, NodeState::Dead) => {
                 return Err(refused("it is dead; its replicas are already being moved, remove it once it is gone for good".into()))
-            }
-            (NodeAction::Remove, _) if node == self.authority => {
-                return Err(refused("it decides the cluster's membership and cannot be removed".into()))
             }
             (NodeAction::Remove, _) if alive => {
                 return Err(refused("it is alive; drain it, stop it, then remove it".into()))
@@ -348,7 +395,7 @@ mod tests {
             Ok(true)
         );
         assert!(metadata
-            .apply_action(NodeId(1), NodeAction::Remove, false)
+            .apply_action(NodeId(4), NodeAction::Drain, false)
             .is_err());
         assert_eq!(
             metadata.apply_action(NodeId(9), NodeAction::Drain, true),

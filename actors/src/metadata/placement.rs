@@ -9,7 +9,8 @@
 //! it is the one leaving, `shard::membership`), or drops one node when the shard has
 //! more replicas than the target. A shard takes its next step only once its group's
 //! configuration matches its placement (it is *settled*), and at most `moves_max`
-//! shards are unsettled at once.
+//! shards are unsettled at once. The metadata group (shard id `shard_count`) is
+//! placed the same way, first, on three nodes (five once there are five).
 //!
 //! Invariants: a step never places a node that is not live; a step never leaves a
 //! shard whose placed nodes are not a live majority; nodes that are draining, dead
@@ -18,7 +19,7 @@
 //! `dead_after`, moves data away from a silent node.
 
 use super::ring::{Ring, VIRTUAL_NODES_DEFAULT};
-use super::{ClusterMetadata, NodeState, ShardPlacement};
+use super::{metadata_replicas, ClusterMetadata, NodeState, ShardPlacement};
 use crate::ids::{NodeId, ShardId};
 use std::collections::BTreeMap;
 
@@ -36,13 +37,15 @@ pub struct PlanContext<'a> {
 
 /// The placement of a new cluster: every shard on the bootstrap node, epoch 1.
 pub fn bootstrap(metadata: &mut ClusterMetadata, node: NodeId) {
+    let first = ShardPlacement {
+        replicas: vec![node],
+        epoch: 1,
+        settled_epoch: 1,
+    };
     for placement in &mut metadata.placement {
-        *placement = ShardPlacement {
-            replicas: vec![node],
-            epoch: 1,
-            settled_epoch: 1,
-        };
+        *placement = first.clone();
     }
+    metadata.metadata_placement = first;
 }
 
 /// The nodes new replicas may go to: active ones.
@@ -55,12 +58,19 @@ pub fn candidates(metadata: &ClusterMetadata) -> Vec<NodeId> {
         .collect()
 }
 
-/// The ring's proposal: for every shard, `min(replication factor, candidates)`
-/// distinct active nodes, no node holding more than its share rounded up.
+/// The ring's proposal: for every data shard, `min(replication factor,
+/// candidates)` distinct active nodes, no node holding more than its share rounded
+/// up; for the metadata group, [`metadata_replicas`] of them by pure consistent
+/// hashing.
 pub fn target(metadata: &ClusterMetadata) -> BTreeMap<ShardId, Vec<NodeId>> {
     let nodes = candidates(metadata);
     let count = (metadata.replication_factor as usize).min(nodes.len());
-    Ring::with_nodes(VIRTUAL_NODES_DEFAULT, nodes).propose(metadata.shard_count, count)
+    let metadata_count = metadata_replicas(nodes.len());
+    let ring = Ring::with_nodes(VIRTUAL_NODES_DEFAULT, nodes);
+    let mut target = ring.propose(metadata.shard_count, count);
+    let shard = metadata.metadata_shard();
+    target.insert(shard, ring.replicas(shard, metadata_count));
+    target
 }
 
 /// One shard's next placement towards `target`, if it should change and may now.
@@ -116,33 +126,42 @@ pub fn next_step(
 /// Steps for as many shards as the bound allows, in shard order; returns the
 /// shards moved. Settled shards also get their `settled_epoch` brought up to date
 /// (replicas no longer placed may then be released by their nodes).
+///
+/// The metadata group goes first: its fault tolerance guards every other change.
 pub fn plan(metadata: &mut ClusterMetadata, context: &PlanContext<'_>) -> Vec<ShardId> {
     let target = target(metadata);
+    let metadata_shard = metadata.metadata_shard();
+    let order: Vec<ShardId> = std::iter::once(metadata_shard)
+        .chain((0..metadata.shard_count).map(ShardId))
+        .collect();
     let mut unsettled = 0usize;
-    for (shard, placement) in metadata.placement.iter_mut().enumerate() {
-        if (context.settled)(ShardId(shard as u32)) {
-            placement.settled_epoch = placement.epoch;
-        } else {
-            unsettled += 1;
+    for shard in &order {
+        let settled = (context.settled)(*shard);
+        if let Some(placement) = metadata.shard_mut(*shard) {
+            if settled {
+                placement.settled_epoch = placement.epoch;
+            } else {
+                unsettled += 1;
+            }
         }
     }
     let mut moved = Vec::new();
-    for shard in 0..metadata.shard_count {
+    for shard in order {
         if unsettled >= context.moves_max {
             break;
         }
-        let shard = ShardId(shard);
         if !(context.settled)(shard) {
             continue;
         }
-        let Some(wanted) = target.get(&shard) else {
+        let (Some(wanted), Some(placement)) = (target.get(&shard), metadata.shard(shard)) else {
             continue;
         };
-        let current = metadata.placement[shard.0 as usize].replicas.clone();
+        let current = placement.replicas.clone();
         if let Some(next) = next_step(metadata, &current, wanted, context.live) {
-            let placement = &mut metadata.placement[shard.0 as usize];
-            placement.replicas = next;
-            placement.epoch += 1;
+            if let Some(placement) = metadata.shard_mut(shard) {
+                placement.replicas = next;
+                placement.epoch += 1;
+            }
             unsettled += 1;
             moved.push(shard);
         }
@@ -233,6 +252,11 @@ mod tests {
         let before = metadata.clone();
         settle(&mut metadata, &live, 4);
         let bound = (3 * 16usize).div_ceil(5);
+        assert_eq!(
+            metadata.metadata_placement.replicas.len(),
+            5,
+            "the metadata group grows to five"
+        );
         let load = load(&metadata);
         assert_eq!(load.len(), 5, "every node holds replicas: {load:?}");
         assert!(load.values().all(|count| *count <= bound), "{load:?}");
@@ -259,6 +283,12 @@ mod tests {
         metadata.nodes[1].state = NodeState::Draining;
         settle(&mut metadata, &live, 3);
         assert_eq!(load(&metadata).get(&NodeId(2)), None);
+        assert!(!metadata.metadata_placement.replicas.contains(&NodeId(2)));
+        assert_eq!(
+            metadata.metadata_placement.replicas.len(),
+            3,
+            "four active nodes: three"
+        );
         metadata.nodes[2].state = NodeState::Dead;
         let live = |node: NodeId| node != NodeId(3);
         settle(&mut metadata, &live, 3);
@@ -322,8 +352,8 @@ mod tests {
                 }
                 *steps.borrow_mut() += 1;
                 for shard in moved {
-                    let old = &before.placement[shard.0 as usize].replicas;
-                    let new = &metadata.placement[shard.0 as usize].replicas;
+                    let old = &before.shard(shard).unwrap().replicas;
+                    let new = &metadata.shard(shard).unwrap().replicas;
                     let distinct: BTreeSet<_> = new.iter().collect();
                     prop_assert_eq!(distinct.len(), new.len());
                     let added: Vec<_> = new.iter().filter(|n| !old.contains(n)).collect();

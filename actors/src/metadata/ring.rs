@@ -16,8 +16,8 @@
 //! passes over nodes that are full, so that no node holds more than its share rounded
 //! up, for a few more moves when a node joins.
 //!
-//! Nothing places shards with the ring yet: placement stays static ([`super::placement`])
-//! until the rebalancer exists (TODO(#4)).
+//! The placement planner ([`super::placement`]) takes the bounded proposal as every
+//! data shard's target, and the pure walk for the metadata group.
 //!
 //! Points are hashed from fixed bytes (`hashring`'s default SipHash with zero keys over
 //! big-endian ids), so every node computes the same ring; `known_placement_is_stable`

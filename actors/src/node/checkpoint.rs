@@ -43,7 +43,7 @@ pub async fn run_checkpointer(
                 .applied_index()
                 .saturating_sub(slot.gauges.compacted_index())
         };
-        let most_behind = registry.slots().iter().map(behind).max().unwrap_or(0);
+        let most_behind = registry.all_slots().iter().map(behind).max().unwrap_or(0);
         let due = most_behind >= policy.compact_after_entries
             || (most_behind > 0 && last.elapsed() >= policy.interval);
         if !due {
@@ -59,7 +59,7 @@ pub async fn run_checkpointer(
 /// One checkpoint: durable state machine, then compaction of every replica.
 pub async fn checkpoint(registry: &Arc<ShardRegistry>) -> Result<(), String> {
     let targets: Vec<u64> = registry
-        .slots()
+        .all_slots()
         .iter()
         .map(|slot| slot.gauges.applied_index())
         .collect();
@@ -68,7 +68,7 @@ pub async fn checkpoint(registry: &Arc<ShardRegistry>) -> Result<(), String> {
         .await
         .map_err(|error| error.to_string())?
         .map_err(|error| error.to_string())?;
-    for (slot, index) in registry.slots().iter().zip(targets) {
+    for (slot, index) in registry.all_slots().iter().zip(targets) {
         if index > slot.gauges.compacted_index() {
             if let Some(actor) = slot.actor() {
                 let _ = actor.send_message(ShardReplicaMsg::Compact { index });

@@ -1,9 +1,8 @@
 //! Joining a cluster: a node started with `--join` and no identity asks a seed (by
-//! its gossip address) where its cluster listener is, connects, and asks to join;
-//! a seed that is not the cluster's authority redirects to it. The authority
-//! registers the node and answers with the cluster metadata, which the node then
-//! adopts. Retries with backoff until the deadline; a refusal (a node id already in
-//! use) is final.
+//! its gossip address) where its cluster listener is, connects, and asks to join.
+//! The seed has the metadata group's leader register the node and answers with the
+//! cluster metadata, which the node then adopts. Retries with backoff until the
+//! deadline; a refusal (a node id already in use) is final.
 
 use crate::ids::NodeId;
 use crate::kv::KvError;
@@ -19,8 +18,6 @@ use tokio::sync::oneshot;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one join request may wait for its answer (including the connection).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Redirects followed per attempt, at most.
-const REDIRECTS_MAX: usize = 3;
 
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,53 +85,41 @@ async fn join_through(
     let found = seed_probe::probe(seed, PROBE_TIMEOUT)
         .await
         .map_err(Attempt::Failed)?;
-    let (mut target, mut address) = (found.node_id, found.cluster);
-    for _ in 0..=REDIRECTS_MAX {
-        if target == node.id {
-            return Err(Attempt::Refused(format!(
-                "the seed {seed} is this node itself ({target})"
-            )));
-        }
-        let _ = transport.send_message(TransportMsg::AddPeer {
-            node: target,
-            address: address.clone(),
-        });
-        let (reply, answer) = oneshot::channel();
-        transport
-            .send_message(TransportMsg::Call {
-                to: target,
-                request: PeerRequest::Join { node: node.clone() },
-                timeout: REQUEST_TIMEOUT,
-                wait_for_connection: true,
-                reply,
-            })
-            .map_err(|_| Attempt::Failed("the transport is gone".into()))?;
-        let response = answer
-            .await
-            .map_err(|_| Attempt::Failed("the transport is gone".into()))?;
-        match response {
-            Ok(PeerResponse::Joined(metadata)) => return Ok(*metadata),
-            Ok(PeerResponse::JoinRedirect { authority, cluster }) => {
-                tracing::info!(authority = authority.0, %cluster, "join redirected to the authority");
-                target = authority;
-                address = cluster;
-            }
-            Ok(PeerResponse::Failed(KvError::InvalidInput(reason))) => {
-                return Err(Attempt::Refused(reason))
-            }
-            Ok(PeerResponse::Failed(error)) => return Err(Attempt::Failed(error.to_string())),
-            Ok(other) => return Err(Attempt::Failed(format!("unexpected answer {other:?}"))),
-            Err(
-                CallError::Timeout(peer)
-                | CallError::Unreachable(peer)
-                | CallError::ConnectionLost(peer),
-            ) => {
-                return Err(Attempt::Failed(format!(
-                    "node {peer} at {address} did not answer"
-                )))
-            }
-            Err(CallError::Closed) => return Err(Attempt::Failed("the transport stopped".into())),
-        }
+    let (target, address) = (found.node_id, found.cluster);
+    if target == node.id {
+        return Err(Attempt::Refused(format!(
+            "the seed {seed} is this node itself ({target})"
+        )));
     }
-    Err(Attempt::Failed("too many redirects".into()))
+    let _ = transport.send_message(TransportMsg::AddPeer {
+        node: target,
+        address: address.clone(),
+    });
+    let (reply, answer) = oneshot::channel();
+    transport
+        .send_message(TransportMsg::Call {
+            to: target,
+            request: PeerRequest::Join { node: node.clone() },
+            timeout: REQUEST_TIMEOUT,
+            wait_for_connection: true,
+            reply,
+        })
+        .map_err(|_| Attempt::Failed("the transport is gone".into()))?;
+    let response = answer
+        .await
+        .map_err(|_| Attempt::Failed("the transport is gone".into()))?;
+    match response {
+        Ok(PeerResponse::Joined(metadata)) => Ok(*metadata),
+        Ok(PeerResponse::Failed(KvError::InvalidInput(reason))) => Err(Attempt::Refused(reason)),
+        Ok(PeerResponse::Failed(error)) => Err(Attempt::Failed(error.to_string())),
+        Ok(other) => Err(Attempt::Failed(format!("unexpected answer {other:?}"))),
+        Err(
+            CallError::Timeout(peer)
+            | CallError::Unreachable(peer)
+            | CallError::ConnectionLost(peer),
+        ) => Err(Attempt::Failed(format!(
+            "node {peer} at {address} did not answer"
+        ))),
+        Err(CallError::Closed) => Err(Attempt::Failed("the transport stopped".into())),
+    }
 }

@@ -12,6 +12,7 @@ pub mod cluster_state;
 pub mod identity;
 pub mod inbox;
 pub mod join;
+pub mod metadata_follower;
 pub mod rebalancer;
 pub mod registry;
 pub mod supervisor;
@@ -83,7 +84,7 @@ pub struct NodeOptions {
     pub election_ticks: u64,
     /// Gossip failure detection.
     pub gossip: GossipTiming,
-    /// Pacing of the rebalancer (on the authority).
+    /// Pacing of the rebalancer (on the metadata group's leader).
     pub rebalance: rebalancer::RebalanceOptions,
 }
 
@@ -150,6 +151,7 @@ pub struct Node {
     membership: ActorRef<MembershipMsg>,
     membership_task: tokio::task::JoinHandle<()>,
     rebalancer: tokio::task::JoinHandle<()>,
+    metadata_follower: tokio::task::JoinHandle<()>,
 }
 
 fn address(text: &str, purpose: &'static str) -> Result<SocketAddr, NodeError> {
@@ -188,7 +190,7 @@ impl Node {
         }
         let identity =
             identity::load(&data_dir, options.node_id).map_err(NodeError::InvalidOptions)?;
-        let cluster = Arc::new(ClusterState::open(options.node_id, &data_dir).map_err(storage)?);
+        let cluster = Arc::new(ClusterState::open(&data_dir).map_err(storage)?);
 
         let gossip_address = address(&options.addresses.gossip, "gossip")?;
         let gossip = tokio::net::UdpSocket::bind(gossip_address)
@@ -296,7 +298,8 @@ impl Node {
         .map_err(|error| NodeError::Storage(error.to_string()))?
         .map_err(storage)?;
 
-        let stores = (0..shard_count)
+        // One store per data shard, and one more for the metadata group.
+        let stores = (0..=shard_count)
             .map(|shard| db.shard(ShardId(shard)).map(|(store, _)| store))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| storage(error.to_string()))?;
@@ -357,6 +360,11 @@ impl Node {
             options.rebalance,
             stop_checkpointer.subscribe(),
         ));
+        let metadata_follower = tokio::spawn(metadata_follower::run(
+            registry.clone(),
+            Arc::clone(&cluster),
+            stop_checkpointer.subscribe(),
+        ));
         Ok(Node {
             router,
             supervisor,
@@ -367,6 +375,7 @@ impl Node {
             membership,
             membership_task,
             rebalancer,
+            metadata_follower,
         })
     }
 
@@ -408,6 +417,7 @@ impl Node {
         let _ = self.stop_checkpointer.send(true);
         let _ = self.checkpointer.await;
         let _ = self.rebalancer.await;
+        let _ = self.metadata_follower.await;
         // A last checkpoint makes the next start replay almost nothing.
         let checkpointed = checkpoint::checkpoint(&self.registry).await;
         let (stopped, done) = tokio::sync::oneshot::channel();

@@ -1,5 +1,5 @@
-//! The rebalancer: runs on every node, acts only on the authority (TODO(#4): the
-//! metadata group's leader). Every round it
+//! The rebalancer: runs on every node, acts only where the metadata group leads.
+//! Every round it
 //!
 //! 1. marks nodes `dead` that gossip has seen down for at least `dead_after`, and
 //!    `active` again those dead ones gossip sees alive (a restarted node);
@@ -61,7 +61,7 @@ pub async fn run(
             _ = tokio::time::sleep(options.interval) => {}
             _ = stop.changed() => return,
         }
-        if !cluster.is_authority() {
+        if !router.leads_metadata() {
             continue;
         }
         if let Err(error) = round(&router, &cluster, &membership, &options).await {
@@ -105,19 +105,19 @@ async fn round(
     let groups = router
         .leader_reports(&asked, Instant::now() + Duration::from_secs(2))
         .await;
-    let settled = |shard: ShardId| {
-        let Some((_, report)) = groups.get(&shard) else {
+    // The report settles a shard when its leader's voters are exactly the nodes
+    // placed in the copy being changed (the stored one, read by the change).
+    let settled_in = |metadata: &crate::metadata::ClusterMetadata, shard: ShardId| {
+        let (Some((_, report)), Some(placement)) = (groups.get(&shard), metadata.shard(shard))
+        else {
             return false;
         };
-        let placed: BTreeSet<NodeId> = metadata
-            .shard(shard)
-            .map(|placement| placement.replicas.iter().copied().collect())
-            .unwrap_or_default();
+        let placed: BTreeSet<NodeId> = placement.replicas.iter().copied().collect();
         report.learners.is_empty()
             && report.voters.iter().copied().collect::<BTreeSet<_>>() == placed
     };
-    cluster
-        .modify(|next| {
+    router
+        .change_metadata_here(|next| {
             let before = next.clone();
             for node in before.nodes.iter() {
                 match node.state {
@@ -138,6 +138,7 @@ async fn round(
                     _ => {}
                 }
             }
+            let settled = |shard: ShardId| settled_in(&before, shard);
             let context = PlanContext {
                 live: &live,
                 settled: &settled,
@@ -150,7 +151,10 @@ async fn round(
                     "placement steps taken"
                 );
             }
-            Ok::<_, KvError>(next.nodes != before.nodes || next.placement != before.placement)
+            Ok(next.nodes != before.nodes
+                || next.placement != before.placement
+                || next.metadata_placement != before.metadata_placement)
         })
+        .await
         .map(|_| ())
 }

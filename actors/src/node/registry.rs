@@ -129,7 +129,8 @@ impl ShardSlot {
     }
 }
 
-/// Every shard, indexed by shard id.
+/// Every shard, indexed by shard id, and after them the metadata group (the
+/// shard numbered `shard_count`).
 pub struct ShardRegistry {
     slots: Vec<ShardSlot>,
     pub db: StateMachineDb,
@@ -180,16 +181,29 @@ impl ShardRegistry {
         }
     }
 
+    /// Data shards (the metadata group not counted).
     pub fn shard_count(&self) -> u32 {
-        self.slots.len() as u32
+        self.slots.len().saturating_sub(1) as u32
     }
 
+    /// A data shard's slot, or the metadata group's for its id.
     pub fn slot(&self, shard: ShardId) -> Option<&ShardSlot> {
         self.slots.get(shard.0 as usize)
     }
 
+    /// The data shards' slots.
     pub fn slots(&self) -> &[ShardSlot] {
+        &self.slots[..self.shard_count() as usize]
+    }
+
+    /// Every group's slot: the data shards', then the metadata group's.
+    pub fn all_slots(&self) -> &[ShardSlot] {
         &self.slots
+    }
+
+    /// The metadata group's slot.
+    pub fn metadata_slot(&self) -> Option<&ShardSlot> {
+        self.slots.last()
     }
 
     pub fn log_writer(&self) -> Option<ActorRef<LogWriterMsg>> {

@@ -321,7 +321,7 @@ async fn start_kernel(
         Actor::spawn_linked(None, LogWriterActor, log_writer_args, myself.get_cell()).await?;
     args.registry.set_log_writer(Some(log_writer.clone()));
     let metadata = state.cluster.metadata();
-    for slot in args.registry.slots() {
+    for slot in args.registry.all_slots() {
         let placement = metadata
             .as_ref()
             .and_then(|metadata| metadata.shard(slot.shard));
@@ -349,7 +349,7 @@ async fn start_kernel(
         .map(|kernel| {
             kernel
                 .registry
-                .slots()
+                .all_slots()
                 .iter()
                 .filter(|slot| slot.is_hosted())
                 .map(|slot| slot.shard)
@@ -384,7 +384,7 @@ async fn follow_metadata(myself: &ActorRef<NodeSupervisorMsg>, state: &mut NodeS
     };
     let Some(kernel) = &state.kernel else { return };
     let registry = Arc::clone(&kernel.registry);
-    for slot in registry.slots() {
+    for slot in registry.all_slots() {
         let Some(placement) = metadata.shard(slot.shard) else {
             continue;
         };
@@ -525,7 +525,7 @@ async fn stop_children(state: &mut NodeSupervisorState) {
         if let Some(ticker) = kernel.ticker.take() {
             ticker.stop(None);
         }
-        for slot in kernel.registry.slots() {
+        for slot in kernel.registry.all_slots() {
             if let Some(actor) = slot.actor() {
                 actor.stop(None);
             }

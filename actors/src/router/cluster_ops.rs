@@ -1,8 +1,9 @@
 //! Requests about the cluster rather than a shard's data: what this node's leaders
-//! report of their groups (read by the rebalancer), and operators' actions on nodes
-//! (drain, remove), which only the authority decides: elsewhere they are forwarded
-//! to it once.
+//! report of their groups (read by the rebalancer and the cluster views), and
+//! operators' actions on nodes (drain, remove), which the metadata group's leader
+//! decides (`metadata`).
 
+use super::metadata::MetadataChange;
 use super::Router;
 use crate::ids::{NodeId, ShardId};
 use crate::kv::KvError;
@@ -19,7 +20,7 @@ impl Router {
         let me = self.node_id();
         self.context()
             .registry
-            .slots()
+            .all_slots()
             .iter()
             .filter(|slot| slot.actor().is_some() && slot.gauges.leader() == Some(me.0))
             .map(|slot| {
@@ -99,60 +100,11 @@ impl Router {
                 .is_some_and(|member| member.state != GossipState::Down)
     }
 
-    /// Applies an operator's action to `node` at the authority (this node, or the
-    /// authority reached through the Transport).
+    /// Applies an operator's action to `node` through the metadata group's
+    /// leader.
     pub async fn node_action(&self, node: NodeId, action: NodeAction) -> Result<(), KvError> {
-        let cluster = &self.context().cluster;
-        let metadata = cluster.metadata().ok_or_else(|| {
-            KvError::InvalidInput("this node has not joined a cluster yet".into())
-        })?;
-        if metadata.authority == self.node_id() {
-            return self.node_action_here(node, action);
-        }
-        let authority = metadata.authority;
-        let deadline = Instant::now() + self.context().request_timeout;
-        let unreachable = || KvError::Unavailable {
-            shard: crate::ids::ShardId(0),
-            reason: format!("node {authority}, which decides membership, did not answer"),
-            retry_after_ms: 1_000,
-        };
-        match self
-            .call(
-                authority,
-                PeerRequest::NodeAction { node, action },
-                deadline,
-            )
+        self.change_metadata(MetadataChange::NodeAction { node, action })
             .await
-        {
-            Ok(PeerResponse::Done) => Ok(()),
-            Ok(PeerResponse::Failed(error)) => Err(error),
-            Ok(other) => Err(KvError::Storage(format!(
-                "unexpected answer from node {authority}: {other:?}"
-            ))),
-            Err(CallError::Closed) => Err(KvError::ShuttingDown),
-            Err(_) => Err(unreachable()),
-        }
-    }
-
-    /// Applies an operator's action when this node is the authority.
-    pub(super) fn node_action_here(&self, node: NodeId, action: NodeAction) -> Result<(), KvError> {
-        let cluster = &self.context().cluster;
-        if !cluster.is_authority() {
-            return Err(KvError::Unavailable {
-                shard: crate::ids::ShardId(0),
-                reason: "this node does not decide membership".into(),
-                retry_after_ms: 1_000,
-            });
-        }
-        let alive = self.gossip_alive(node);
-        cluster
-            .modify(|metadata| {
-                metadata
-                    .apply_action(node, action, alive)
-                    .map_err(|error| KvError::InvalidInput(error.to_string()))
-            })
-            .map(|_| {
-                tracing::info!(node = node.0, ?action, "node action applied");
-            })
+            .map(|_| ())
     }
 }

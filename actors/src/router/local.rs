@@ -3,6 +3,7 @@
 //! requests other nodes forwarded here (which never travel further: a node that
 //! cannot serve one answers `NotLeader` with what it knows of the leader).
 
+use super::metadata::MetadataChange;
 use super::{Router, RETRY_DELAY_MIN};
 use crate::command::Command;
 use crate::ids::{NodeId, Revision};
@@ -83,11 +84,21 @@ impl Router {
                     Err(error) => Here::Done(PeerResponse::Failed(error.into())),
                 }
             }
-            PeerRequest::Join { .. }
-            | PeerRequest::LeaderStates
-            | PeerRequest::NodeAction { .. } => Here::Done(PeerResponse::Failed(
-                KvError::InvalidInput("not a request about a shard".into()),
-            )),
+            PeerRequest::MetadataChange { change } => {
+                if !self.leads_metadata() {
+                    return Here::NotHere(slot.known_leader());
+                }
+                match self.apply_metadata_change(change.clone()).await {
+                    Ok(metadata) => {
+                        Here::Done(PeerResponse::Metadata(Box::new((*metadata).clone())))
+                    }
+                    Err(KvError::NotLeader { hint, .. }) => Here::NotHere(hint),
+                    Err(error) => Here::Done(PeerResponse::Failed(error)),
+                }
+            }
+            PeerRequest::Join { .. } | PeerRequest::LeaderStates => Here::Done(
+                PeerResponse::Failed(KvError::InvalidInput("not a request about a shard".into())),
+            ),
         }
     }
 
@@ -99,18 +110,18 @@ impl Router {
             | PeerRequest::Get { shard, .. }
             | PeerRequest::Scan { shard, .. }
             | PeerRequest::TransferLeader { shard, .. } => *shard,
-            PeerRequest::Join { .. } => {
-                return PeerResponse::Failed(KvError::InvalidInput(
-                    "joins are answered by the transport".into(),
-                ))
+            PeerRequest::Join { node } => {
+                let node = node.clone();
+                return match self.change_metadata(MetadataChange::Register(node)).await {
+                    Ok(metadata) => PeerResponse::Joined(Box::new((*metadata).clone())),
+                    Err(error) => PeerResponse::Failed(error),
+                };
             }
             PeerRequest::LeaderStates => return PeerResponse::LeaderStates(self.leader_states()),
-            PeerRequest::NodeAction { node, action } => {
-                return match self.node_action_here(*node, *action) {
-                    Ok(()) => PeerResponse::Done,
-                    Err(error) => PeerResponse::Failed(error),
-                }
-            }
+            PeerRequest::MetadataChange { .. } => match self.context().registry.metadata_slot() {
+                Some(slot) => slot.shard,
+                None => return PeerResponse::Failed(KvError::Storage("no metadata group".into())),
+            },
         };
         if self.is_closed() {
             return PeerResponse::Failed(KvError::NotLeader { shard, hint: None });
@@ -138,6 +149,23 @@ impl Router {
         match self.execute_here(slot, &request, deadline).await {
             Here::Done(response) => response,
             Here::NotHere(leader) => not_here(leader),
+        }
+    }
+
+    /// Proposes on the local replica once; `NotLeader` when it certainly did not
+    /// run here.
+    pub(super) async fn propose_here(
+        &self,
+        slot: &ShardSlot,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<Revision, KvError> {
+        match self.propose_local(slot, command, deadline).await {
+            Ok(result) => result,
+            Err(hint) => Err(KvError::NotLeader {
+                shard: slot.shard,
+                hint,
+            }),
         }
     }
 

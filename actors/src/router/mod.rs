@@ -24,6 +24,7 @@
 mod cluster_ops;
 mod forward;
 mod local;
+pub mod metadata;
 mod views;
 
 use crate::command::Command;

@@ -42,34 +42,31 @@ impl Router {
         let reports = self
             .leader_reports(&live, std::time::Instant::now() + Duration::from_secs(1))
             .await;
-        let shards: Vec<ShardInfo> = context
-            .registry
-            .slots()
-            .iter()
-            .map(|slot| {
-                let placement = metadata
-                    .as_ref()
-                    .and_then(|metadata| metadata.shard(slot.shard).cloned())
-                    .unwrap_or_default();
-                let (voters, learners) = if slot.is_hosted() {
-                    slot.gauges.membership()
-                } else {
-                    (Vec::new(), Vec::new())
-                };
-                let report = reports.get(&slot.shard);
-                ShardInfo {
-                    id: slot.shard,
-                    replicas: placement.replicas,
-                    leader: self.leader_of(slot).or(report.map(|(leader, _)| *leader)),
-                    lag_entries: report.map(|(_, state)| state.lag_entries),
-                    epoch: placement.epoch,
-                    applied_index: slot.gauges.applied_index(),
-                    compacted_index: slot.gauges.compacted_index(),
-                    voters: voters.into_iter().map(NodeId).collect(),
-                    learners: learners.into_iter().map(NodeId).collect(),
-                }
-            })
-            .collect();
+        let shard_info = |slot: &ShardSlot| {
+            let placement = metadata
+                .as_ref()
+                .and_then(|metadata| metadata.shard(slot.shard).cloned())
+                .unwrap_or_default();
+            let (voters, learners) = if slot.is_hosted() {
+                slot.gauges.membership()
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let report = reports.get(&slot.shard);
+            ShardInfo {
+                id: slot.shard,
+                replicas: placement.replicas,
+                leader: self.leader_of(slot).or(report.map(|(leader, _)| *leader)),
+                lag_entries: report.map(|(_, state)| state.lag_entries),
+                epoch: placement.epoch,
+                applied_index: slot.gauges.applied_index(),
+                compacted_index: slot.gauges.compacted_index(),
+                voters: voters.into_iter().map(NodeId).collect(),
+                learners: learners.into_iter().map(NodeId).collect(),
+            }
+        };
+        let shards: Vec<ShardInfo> = context.registry.slots().iter().map(shard_info).collect();
+        let metadata_group = context.registry.metadata_slot().map(shard_info);
         let status = &context.transport_status;
         let members = context.membership.members();
         let own_incarnation = context.membership.stats().incarnation;
@@ -127,6 +124,7 @@ impl Router {
                 .map_or(1, |metadata| metadata.replication_factor),
             nodes,
             shards,
+            metadata_group,
         }
     }
 

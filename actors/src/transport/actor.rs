@@ -574,14 +574,10 @@ impl TransportState {
         timeout_ms: u32,
         request: PeerRequest,
     ) {
-        if let PeerRequest::Join { node } = request {
-            let address = node.addresses.cluster.clone();
-            let response = self.cluster.join(node);
-            if matches!(response, PeerResponse::Joined(_)) {
-                self.add_peer(from, address);
-            }
-            self.queue(from, PeerItem::Response { id, response });
-            return;
+        if let PeerRequest::Join { node } = &request {
+            // The joiner dialed in; remember where it listens, to answer it and dial
+            // it later. The Router registers it with the metadata group.
+            self.add_peer(from, node.addresses.cluster.clone());
         }
         let Some(inbox) = self.inbox.clone() else {
             let response = PeerResponse::Failed(KvError::NotLeader {

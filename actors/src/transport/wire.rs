@@ -20,7 +20,8 @@
 use crate::command::Command;
 use crate::ids::{GroupId, NodeId, Revision, ShardId};
 use crate::kv::{Consistency, KvError, Namespace, ScanItem, Versioned};
-use crate::metadata::{ClusterMetadata, NodeAction, NodeRecord};
+use crate::metadata::{ClusterMetadata, NodeRecord};
+use crate::router::metadata::MetadataChange;
 use crate::shard::replica::{SnapshotAck, SnapshotChunk};
 use crate::storage::wal_record::{ConfStateRecord, EntryRecord};
 use bytes::Bytes;
@@ -127,8 +128,8 @@ pub enum PeerRequest {
     /// The group configuration of every shard the receiver leads (asked by the
     /// rebalancer).
     LeaderStates,
-    /// An operator's action on a node, decided by the authority.
-    NodeAction { node: NodeId, action: NodeAction },
+    /// A change of the cluster metadata, for the metadata group's leader.
+    MetadataChange { change: MetadataChange },
 }
 
 /// One shard group as its leader sees it.
@@ -147,17 +148,14 @@ pub struct LeaderState {
 pub enum PeerResponse {
     /// The join was registered; here is the cluster.
     Joined(Box<ClusterMetadata>),
-    /// Only `authority` (at its cluster address) decides joins.
-    JoinRedirect {
-        authority: NodeId,
-        cluster: String,
-    },
     Written(Revision),
     Value(Option<Versioned>),
     ScanItems(Vec<ScanItem>),
     Done,
     Failed(KvError),
     LeaderStates(Vec<LeaderState>),
+    /// The cluster metadata after a change.
+    Metadata(Box<ClusterMetadata>),
 }
 
 /// A snapshot chunk as it travels.
