@@ -115,6 +115,7 @@ pub enum MembershipMsg {
 
 impl ractor::Message for MembershipMsg {}
 
+#[derive(Clone)]
 pub struct MembershipArgs {
     pub identity: MemberIdentity,
     pub socket: Arc<UdpSocket>,

@@ -20,8 +20,9 @@ pub mod supervisor;
 use crate::ids::{NodeId, ShardId};
 use crate::kv::{Limits, NodeAddresses};
 use crate::log_writer::writer::WalWriter;
-use crate::membership::actor::{GossipTiming, MembershipActor, MembershipArgs, MembershipMsg};
+use crate::membership::actor::{GossipTiming, MembershipArgs};
 use crate::membership::identity::MemberIdentity;
+use crate::membership::keeper::MembershipKeeper;
 use crate::membership::packet::PacketKey;
 use crate::membership::seed_probe::ProbeReply;
 use crate::membership::status::MembershipStatus;
@@ -148,8 +149,7 @@ pub struct Node {
     registry: Arc<ShardRegistry>,
     checkpointer: tokio::task::JoinHandle<()>,
     stop_checkpointer: watch::Sender<bool>,
-    membership: ActorRef<MembershipMsg>,
-    membership_task: tokio::task::JoinHandle<()>,
+    membership: MembershipKeeper,
     rebalancer: tokio::task::JoinHandle<()>,
     metadata_follower: tokio::task::JoinHandle<()>,
 }
@@ -235,34 +235,30 @@ impl Node {
         };
         let shard_count = identity.shard_count;
         let membership_status = Arc::new(MembershipStatus::default());
-        let spawned = Actor::spawn(
-            None,
-            MembershipActor,
-            MembershipArgs {
-                identity: MemberIdentity {
-                    node: options.node_id,
-                    addresses: options.addresses.clone(),
-                    incarnation: life_incarnation(),
-                },
-                socket: Arc::new(gossip),
-                key: PacketKey::new(Some(&options.cluster_secret)),
-                timing: options.gossip,
-                probe_reply: ProbeReply {
-                    node_id: options.node_id,
-                    cluster: options.addresses.cluster.clone(),
-                },
-                cluster: Arc::clone(&cluster),
-                transport: Arc::clone(&transport),
-                status: Arc::clone(&membership_status),
+        let spawned = MembershipKeeper::start(MembershipArgs {
+            identity: MemberIdentity {
+                node: options.node_id,
+                addresses: options.addresses.clone(),
+                incarnation: crate::membership::life_incarnation(),
             },
-        )
+            socket: Arc::new(gossip),
+            key: PacketKey::new(Some(&options.cluster_secret)),
+            timing: options.gossip,
+            probe_reply: ProbeReply {
+                node_id: options.node_id,
+                cluster: options.addresses.cluster.clone(),
+            },
+            cluster: Arc::clone(&cluster),
+            transport: Arc::clone(&transport),
+            status: Arc::clone(&membership_status),
+        })
         .await;
-        let (membership, membership_task) = match spawned {
-            Ok(spawned) => spawned,
+        let membership = match spawned {
+            Ok(keeper) => keeper,
             Err(error) => {
                 supervisor.stop(None);
                 let _ = supervisor_task.await;
-                return Err(NodeError::Actor(error.to_string()));
+                return Err(NodeError::Actor(error));
             }
         };
 
@@ -373,7 +369,6 @@ impl Node {
             checkpointer,
             stop_checkpointer,
             membership,
-            membership_task,
             rebalancer,
             metadata_follower,
         })
@@ -403,16 +398,7 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         // The edges have drained their requests: leave now, so peers see this node
         // down at once rather than after the suspicion timeout.
-        let (left, done) = tokio::sync::oneshot::channel();
-        if self
-            .membership
-            .send_message(MembershipMsg::Leave(left))
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
-        }
-        self.membership.stop(None);
-        let _ = self.membership_task.await;
+        self.membership.leave_and_stop().await;
         self.router.close();
         let _ = self.stop_checkpointer.send(true);
         let _ = self.checkpointer.await;
@@ -436,16 +422,6 @@ impl Node {
             .map_err(|error| NodeError::Storage(error.to_string()))?;
         checkpointed.map_err(NodeError::Storage)
     }
-}
-
-/// The gossip incarnation of this life of the node: milliseconds since the Unix
-/// epoch, so every restart announces a higher one than any earlier life (which
-/// renewed its incarnation by one per rejoin, far fewer than a millisecond each).
-fn life_incarnation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |elapsed| elapsed.as_millis() as u64)
-        .max(1)
 }
 
 /// The node's identity: the existing one, or a new cluster's, or one obtained by
