@@ -417,10 +417,11 @@ fn publish(state: &mut MembershipState) {
             },
         );
     }
-    state
-        .status
-        .publish(members.clone(), state.foca.identity().incarnation);
-    state.members = members;
+    let incarnation = state.foca.identity().incarnation;
+    if members != state.members || state.status.incarnation() != incarnation {
+        state.status.publish(members.clone(), incarnation);
+        state.members = members;
+    }
 }
 
 fn report_change(

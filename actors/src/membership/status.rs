@@ -68,6 +68,11 @@ impl MembershipStatus {
             .and_then(|members| members.get(&node).cloned())
     }
 
+    /// This node's own incarnation as last published.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn publish(&self, members: BTreeMap<NodeId, MemberView>, incarnation: u64) {
         if let Ok(mut current) = self.members.write() {
             *current = members;

@@ -83,12 +83,7 @@ async fn round(
     let me = router.node_id();
     let members = membership.members();
     let now = Instant::now();
-    let live = |node: NodeId| {
-        node == me
-            || members
-                .get(&node)
-                .is_some_and(|member| member.state != GossipState::Down)
-    };
+    let live = |node: NodeId| router.gossip_alive(node);
     let dead = |node: NodeId| {
         node != me
             && members.get(&node).is_some_and(|member| {

@@ -31,12 +31,14 @@ impl Router {
         if !slot.is_hosted() {
             return false;
         }
+        // The leader check first: it needs no copy of the metadata.
         let me = self.node_id();
-        self.context()
-            .cluster
-            .metadata()
-            .is_some_and(|metadata| metadata.hosts(me, slot.shard))
-            || slot.gauges.leader() == Some(me.0)
+        slot.gauges.leader() == Some(me.0)
+            || self
+                .context()
+                .cluster
+                .metadata()
+                .is_some_and(|metadata| metadata.hosts(me, slot.shard))
     }
 
     /// Where the shard's leader is, as best known, with `preferred` (a hint just

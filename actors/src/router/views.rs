@@ -69,7 +69,7 @@ impl Router {
         let metadata_group = context.registry.metadata_slot().map(shard_info);
         let status = &context.transport_status;
         let members = context.membership.members();
-        let own_incarnation = context.membership.stats().incarnation;
+        let own_incarnation = context.membership.incarnation();
         let nodes = metadata
             .as_ref()
             .map(|metadata| {
