@@ -77,6 +77,9 @@ pub struct Config {
     pub dead_after_ms: u64,
     /// Most shards being moved at once by the rebalancer.
     pub rebalance_moves_max: u32,
+    /// Serve the admin requests that kill actors and cut links between nodes
+    /// (tests and the chaos runner). Never turn this on in production.
+    pub fault_injection: bool,
     /// Log filter (`info`, `debug`, `mimori_actors=debug,info`, ...).
     pub log: String,
 }
@@ -115,6 +118,7 @@ impl Default for Config {
             gossip_suspect_timeout_ms: kernel.gossip.suspect_timeout.as_millis() as u64,
             dead_after_ms: kernel.rebalance.dead_after.as_millis() as u64,
             rebalance_moves_max: kernel.rebalance.moves_max as u32,
+            fault_injection: false,
             log: "info".into(),
         }
     }
@@ -153,6 +157,7 @@ pub struct ConfigLayer {
     pub gossip_suspect_timeout_ms: Option<u64>,
     pub dead_after_ms: Option<u64>,
     pub rebalance_moves_max: Option<u32>,
+    pub fault_injection: Option<bool>,
     pub log: Option<String>,
 }
 
@@ -213,6 +218,13 @@ impl ConfigLayer {
                         .map(|part| toml::Value::String(part.to_string()))
                         .collect(),
                 )
+            } else if field == "fault_injection" {
+                match value.as_str() {
+                    "true" | "1" => toml::Value::Boolean(true),
+                    "false" | "0" => toml::Value::Boolean(false),
+                    // Left as a string so the error names the setting and its type.
+                    _ => toml::Value::String(value),
+                }
             } else if is_numeric_field(&field) {
                 match value.parse::<i64>() {
                     Ok(number) => toml::Value::Integer(number),
@@ -286,6 +298,7 @@ impl Config {
             gossip_suspect_timeout_ms,
             dead_after_ms,
             rebalance_moves_max,
+            fault_injection,
             log,
         );
         if layer.admin_token.is_some() {
@@ -430,6 +443,7 @@ impl Config {
         };
         options.rebalance.dead_after = Duration::from_millis(self.dead_after_ms);
         options.rebalance.moves_max = self.rebalance_moves_max as usize;
+        options.fault_injection = self.fault_injection;
         options
     }
 }

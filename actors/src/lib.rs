@@ -10,6 +10,7 @@
 //! tree, joining, checkpointer) → `router`.
 
 pub mod command;
+pub mod faults;
 pub mod ids;
 pub mod kv;
 pub mod log_writer;

@@ -14,7 +14,7 @@
 //! - Requests are strictly sequential on one session (`&mut self`).
 
 use super::protocol::{
-    decode_payload, read_frame, write_frame, AdminRequest, AdminResponse, NodeAction,
+    decode_payload, read_frame, write_frame, ActorTarget, AdminRequest, AdminResponse, NodeAction,
     WriteCondition, ADMIN_PROTOCOL_VERSION, FRAME_BYTES_MAX_DEFAULT,
 };
 use crate::error_code;
@@ -466,6 +466,32 @@ impl AdminClient {
         }
     }
 
+    /// Fault injection: kills one of the node's actors (the node must run with
+    /// `fault_injection`).
+    pub async fn kill_actor(&mut self, target: ActorTarget) -> Result<(), AdminClientError> {
+        match self.request(AdminRequest::KillActor { target }).await? {
+            AdminResponse::ActorKilled { .. } => Ok(()),
+            other => Err(self.unexpected("actor_killed", &other)),
+        }
+    }
+
+    /// Fault injection: the node drops all traffic to `drop_to` and from
+    /// `drop_from` until called again (empty lists heal).
+    pub async fn set_network_faults(
+        &mut self,
+        drop_to: &[NodeId],
+        drop_from: &[NodeId],
+    ) -> Result<(), AdminClientError> {
+        let request = AdminRequest::SetNetworkFaults {
+            drop_to: drop_to.iter().map(|node| node.0).collect(),
+            drop_from: drop_from.iter().map(|node| node.0).collect(),
+        };
+        match self.request(request).await? {
+            AdminResponse::NetworkFaultsSet { .. } => Ok(()),
+            other => Err(self.unexpected("network_faults_set", &other)),
+        }
+    }
+
     /// Moves the leadership of `shard` to node `to`.
     pub async fn transfer_leader(
         &mut self,
@@ -523,6 +549,8 @@ fn response_kind(response: &AdminResponse) -> &'static str {
         AdminResponse::ClusterInfo { .. } => "cluster_info",
         AdminResponse::Health { .. } => "health",
         AdminResponse::ShardReplicaKilled { .. } => "shard_replica_killed",
+        AdminResponse::ActorKilled { .. } => "actor_killed",
+        AdminResponse::NetworkFaultsSet { .. } => "network_faults_set",
         AdminResponse::LeaderTransferred { .. } => "leader_transferred",
         AdminResponse::ShardChecksums { .. } => "shard_checksums",
         AdminResponse::NodeActionApplied { .. } => "node_action_applied",

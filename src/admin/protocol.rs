@@ -22,6 +22,7 @@
 //! - The protocol version is carried once, in `Hello`; a change to any type in this
 //!   file that an old peer cannot decode must bump [`ADMIN_PROTOCOL_VERSION`].
 
+pub use mimori_actors::faults::ActorTarget;
 use mimori_actors::ids::Revision;
 use mimori_actors::kv::{ClusterInfo, Condition, Health, NodeStatus, ShardChecksum};
 pub use mimori_actors::metadata::NodeAction;
@@ -132,6 +133,16 @@ pub enum AdminRequest {
     /// An operator's action on a node (drain, remove), decided by the metadata
     /// group's leader; answered once it is recorded.
     NodeAction { node: u64, action: NodeAction },
+    /// Fault injection: kills one of the node's actors; its supervisor starts it
+    /// again. Refused unless the node runs with `fault_injection`.
+    KillActor { target: ActorTarget },
+    /// Fault injection: from now on the node's Transport and gossip drop all
+    /// traffic to the nodes in `drop_to` and from the nodes in `drop_from`; empty
+    /// lists heal. Refused unless the node runs with `fault_injection`.
+    SetNetworkFaults {
+        drop_to: Vec<u64>,
+        drop_from: Vec<u64>,
+    },
 }
 
 impl AdminRequest {
@@ -150,6 +161,8 @@ impl AdminRequest {
             AdminRequest::TransferLeader { .. } => "transfer_leader",
             AdminRequest::ShardChecksums => "shard_checksums",
             AdminRequest::NodeAction { .. } => "node_action",
+            AdminRequest::KillActor { .. } => "kill_actor",
+            AdminRequest::SetNetworkFaults { .. } => "set_network_faults",
         }
     }
 }
@@ -210,6 +223,13 @@ pub enum AdminResponse {
     ShardChecksums { checksums: Vec<ShardChecksum> },
     /// The action is recorded (the rebalancer carries it out).
     NodeActionApplied { node: u64, action: NodeAction },
+    /// The actor was killed.
+    ActorKilled { target: ActorTarget },
+    /// The fault rules are in place.
+    NetworkFaultsSet {
+        drop_to: Vec<u64>,
+        drop_from: Vec<u64>,
+    },
     /// The request failed. `code` is a stable code of `crate::error_code`.
     Error { code: String, message: String },
 }
@@ -526,6 +546,18 @@ mod tests {
             AdminRequest::ClusterInfo,
             AdminRequest::Health,
             AdminRequest::KillShardReplica { shard: 3 },
+            AdminRequest::KillActor {
+                target: ActorTarget::ShardReplica {
+                    shard: mimori_actors::ids::ShardId(2),
+                },
+            },
+            AdminRequest::KillActor {
+                target: ActorTarget::Membership,
+            },
+            AdminRequest::SetNetworkFaults {
+                drop_to: vec![2, 3],
+                drop_from: vec![3],
+            },
         ];
         for request in requests {
             let frame = encode_frame(&request, FRAME_BYTES_MAX_DEFAULT).unwrap();
@@ -553,6 +585,13 @@ mod tests {
             AdminResponse::NodeActionApplied {
                 node: 4,
                 action: NodeAction::Drain,
+            },
+            AdminResponse::ActorKilled {
+                target: ActorTarget::Transport,
+            },
+            AdminResponse::NetworkFaultsSet {
+                drop_to: Vec::new(),
+                drop_from: vec![1],
             },
         ];
         for response in responses {

@@ -522,6 +522,15 @@ async fn execute(router: &Router, request: AdminRequest) -> AdminResponse {
             .node_action(NodeId(node), action)
             .await
             .map(|()| AdminResponse::NodeActionApplied { node, action }),
+        AdminRequest::KillActor { target } => router
+            .kill_actor(target)
+            .map(|()| AdminResponse::ActorKilled { target }),
+        AdminRequest::SetNetworkFaults { drop_to, drop_from } => router
+            .set_network_faults(
+                drop_to.iter().copied().map(NodeId).collect(),
+                drop_from.iter().copied().map(NodeId).collect(),
+            )
+            .map(|()| AdminResponse::NetworkFaultsSet { drop_to, drop_from }),
     };
     result.unwrap_or_else(|error| AdminResponse::error(error.code(), error.to_string()))
 }

@@ -24,6 +24,7 @@ use super::packet::{PacketKey, PAYLOAD_BYTES_MAX};
 use super::seed_probe;
 use super::status::{GossipState, MemberView, MembershipStatus};
 use super::timer::{self, TimerHandle};
+use crate::faults::NetworkFaults;
 use crate::ids::NodeId;
 use crate::metadata::NodeState;
 use crate::node::cluster_state::ClusterState;
@@ -126,6 +127,8 @@ pub struct MembershipArgs {
     pub cluster: Arc<ClusterState>,
     pub transport: TransportSlot,
     pub status: Arc<MembershipStatus>,
+    /// The fault hook: peers whose gossip is dropped (tests and chaos only).
+    pub faults: Arc<NetworkFaults>,
 }
 
 type Swim = Foca<MemberIdentity, PostcardCodec, foca_rand::rngs::StdRng, NoCustomBroadcast>;
@@ -139,6 +142,7 @@ pub struct MembershipState {
     cluster: Arc<ClusterState>,
     transport: TransportSlot,
     status: Arc<MembershipStatus>,
+    faults: Arc<NetworkFaults>,
     members: BTreeMap<NodeId, MemberView>,
     /// Gossip addresses as parsed once.
     resolved: HashMap<String, Option<SocketAddr>>,
@@ -174,6 +178,7 @@ impl Actor for MembershipActor {
             args.key.clone(),
             seed_probe::reply_body(&args.probe_reply),
             Arc::clone(&args.status),
+            Arc::clone(&args.faults),
             myself.clone(),
         ));
         let announce_target = myself.clone();
@@ -200,6 +205,7 @@ impl Actor for MembershipActor {
             cluster: args.cluster,
             transport: args.transport,
             status: args.status,
+            faults: args.faults,
             members: BTreeMap::new(),
             resolved: HashMap::new(),
             tasks: vec![timer_task, receiver, announcer],
@@ -269,6 +275,7 @@ async fn receive(
     key: PacketKey,
     probe_body: Vec<u8>,
     status: Arc<MembershipStatus>,
+    faults: Arc<NetworkFaults>,
     membership: ActorRef<MembershipMsg>,
 ) {
     // One byte more than the largest packet, so an oversized one is seen as such.
@@ -277,6 +284,9 @@ async fn receive(
         let Ok((length, from)) = socket.recv_from(&mut buffer).await else {
             continue;
         };
+        if faults.drops_gossip_from(from) {
+            continue;
+        }
         let datagram = &buffer[..length];
         if seed_probe::is_probe(datagram) {
             if let Some(answer) = seed_probe::answer(datagram, &probe_body) {
@@ -362,6 +372,9 @@ fn drain(state: &mut MembershipState) {
 }
 
 fn send(state: &mut MembershipState, to: &MemberIdentity, data: &[u8]) {
+    if state.faults.drops_to(to.node) {
+        return;
+    }
     let gossip = &to.addresses.gossip;
     let address = *state
         .resolved

@@ -36,6 +36,11 @@ impl MembershipKeeper {
         Ok(MembershipKeeper { actor, stop, task })
     }
 
+    /// The slot holding the actor running now (empty while it restarts).
+    pub fn slot(&self) -> Arc<ActorCellSlot<MembershipMsg>> {
+        Arc::clone(&self.actor)
+    }
+
     /// The actor running now, if any.
     pub fn actor(&self) -> Option<ActorRef<MembershipMsg>> {
         self.actor.get()
@@ -135,6 +140,7 @@ mod tests {
             cluster: Arc::new(ClusterState::open(dir.path()).unwrap()),
             transport: Default::default(),
             status: Arc::clone(&status),
+            faults: Default::default(),
         };
         let keeper = MembershipKeeper::start(args).await.unwrap();
         assert_eq!(status.stats().incarnation, 5);

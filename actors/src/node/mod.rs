@@ -17,6 +17,7 @@ pub mod rebalancer;
 pub mod registry;
 pub mod supervisor;
 
+use crate::faults::NetworkFaults;
 use crate::ids::{NodeId, ShardId};
 use crate::kv::{Limits, NodeAddresses};
 use crate::log_writer::writer::WalWriter;
@@ -87,6 +88,9 @@ pub struct NodeOptions {
     pub gossip: GossipTiming,
     /// Pacing of the rebalancer (on the metadata group's leader).
     pub rebalance: rebalancer::RebalanceOptions,
+    /// Whether the admin protocol may kill actors and cut links (tests and the
+    /// chaos runner); off in production.
+    pub fault_injection: bool,
 }
 
 impl NodeOptions {
@@ -118,6 +122,7 @@ impl NodeOptions {
             election_ticks: 10,
             gossip: GossipTiming::default(),
             rebalance: rebalancer::RebalanceOptions::default(),
+            fault_injection: false,
         }
     }
 }
@@ -209,6 +214,7 @@ impl Node {
         })?;
         let transport = TransportSlot::default();
         let transport_status = Arc::new(TransportStatus::default());
+        let faults = Arc::new(NetworkFaults::default());
         let (supervisor, supervisor_task) = Actor::spawn(
             None,
             NodeSupervisor,
@@ -219,6 +225,7 @@ impl Node {
                 cluster_secret: options.cluster_secret.clone(),
                 transport: Arc::clone(&transport),
                 transport_status: Arc::clone(&transport_status),
+                faults: Arc::clone(&faults),
             },
         )
         .await
@@ -251,6 +258,7 @@ impl Node {
             cluster: Arc::clone(&cluster),
             transport: Arc::clone(&transport),
             status: Arc::clone(&membership_status),
+            faults: Arc::clone(&faults),
         })
         .await;
         let membership = match spawned {
@@ -310,6 +318,9 @@ impl Node {
             cluster: Arc::clone(&cluster),
             transport_status,
             membership: Arc::clone(&membership_status),
+            membership_actor: membership.slot(),
+            faults,
+            fault_injection: options.fault_injection,
             started_at,
         });
         let replica_options = ReplicaOptions {

@@ -14,6 +14,7 @@
 
 use super::cluster_state::ClusterState;
 use super::registry::{ShardRegistry, TransportSlot};
+use crate::faults::NetworkFaults;
 use crate::ids::{GroupId, NodeId, ShardId};
 use crate::log_writer::writer::WalWriter;
 use crate::log_writer::{job_queue, LogWriterActor, LogWriterHandle, LogWriterMsg};
@@ -63,6 +64,7 @@ pub struct NodeSupervisorArgs {
     pub cluster_secret: String,
     pub transport: TransportSlot,
     pub transport_status: Arc<TransportStatus>,
+    pub faults: Arc<NetworkFaults>,
 }
 
 /// What phase two needs.
@@ -102,6 +104,7 @@ pub struct NodeSupervisorState {
     node_server: Option<ActorRef<NodeServerMessage>>,
     transport: TransportSlot,
     transport_status: Arc<TransportStatus>,
+    faults: Arc<NetworkFaults>,
     kernel: Option<Kernel>,
     shard_of_actor: HashMap<ActorId, ShardId>,
     history: HashMap<ShardId, RestartHistory>,
@@ -129,6 +132,7 @@ impl Actor for NodeSupervisor {
             node_server: None,
             transport: args.transport,
             transport_status: args.transport_status,
+            faults: args.faults,
             kernel: None,
             shard_of_actor: HashMap::new(),
             history: HashMap::new(),
@@ -300,6 +304,7 @@ async fn start_transport(
             cluster: Arc::clone(&state.cluster),
             node_server,
             status: Arc::clone(&state.transport_status),
+            faults: Arc::clone(&state.faults),
         },
         myself.get_cell(),
     )

@@ -22,19 +22,22 @@
 //! Limits are validated here, before anything is queued.
 
 mod cluster_ops;
+mod faults;
 mod forward;
 mod local;
 pub mod metadata;
 mod views;
 
 use crate::command::Command;
+use crate::faults::NetworkFaults;
 use crate::ids::{NodeId, Revision, ShardId};
 use crate::kv::{
     Condition, Consistency, KvError, Limits, Namespace, NodeAddresses, ScanItem, ScanPage,
     Versioned,
 };
+use crate::membership::actor::MembershipMsg;
 use crate::node::cluster_state::ClusterState;
-use crate::node::registry::{ShardRegistry, ShardSlot};
+use crate::node::registry::{ActorCellSlot, ShardRegistry, ShardSlot};
 use crate::transport::TransportStatus;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +78,12 @@ pub struct RouterContext {
     pub cluster: Arc<ClusterState>,
     pub transport_status: Arc<TransportStatus>,
     pub membership: Arc<crate::membership::status::MembershipStatus>,
+    /// The running Membership actor (for fault injection).
+    pub membership_actor: Arc<ActorCellSlot<MembershipMsg>>,
+    /// The fault hook the Transport and Membership obey.
+    pub faults: Arc<NetworkFaults>,
+    /// Whether fault injection requests are served.
+    pub fault_injection: bool,
     pub started_at: Instant,
 }
 

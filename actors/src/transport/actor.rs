@@ -9,6 +9,7 @@
 use super::peer::Peer;
 use super::wire::{PeerFrame, PeerItem, PeerRequest, PeerResponse, RaftMessageRecord};
 use super::{group_name, CallError, CallReply, Inbox, PeerStatus, TransportMsg, TransportStatus};
+use crate::faults::NetworkFaults;
 use crate::ids::{GroupId, NodeId};
 use crate::kv::KvError;
 use crate::node::cluster_state::ClusterState;
@@ -39,6 +40,8 @@ pub struct TransportArgs {
     pub cluster: Arc<ClusterState>,
     pub node_server: ActorRef<NodeServerMessage>,
     pub status: Arc<TransportStatus>,
+    /// The fault hook: peers whose traffic is dropped (tests and chaos only).
+    pub faults: Arc<NetworkFaults>,
 }
 
 struct PendingCall {
@@ -57,6 +60,7 @@ pub struct TransportState {
     cluster: Arc<ClusterState>,
     node_server: ActorRef<NodeServerMessage>,
     status: Arc<TransportStatus>,
+    faults: Arc<NetworkFaults>,
     inbox: Option<Arc<dyn Inbox>>,
     peers: HashMap<NodeId, Peer>,
     /// The live reference to each peer's Transport, when a session exists.
@@ -91,6 +95,7 @@ impl Actor for TransportActor {
             cluster: args.cluster,
             node_server: args.node_server,
             status: args.status,
+            faults: args.faults,
             inbox: None,
             peers: HashMap::new(),
             remotes: HashMap::new(),
@@ -309,6 +314,12 @@ impl TransportState {
             .map(|(node, _)| *node)
             .collect();
         for node in nodes {
+            if self.faults.drops_to(node) {
+                // A cut link: everything queued is lost on the way.
+                let lost = self.peer(node).drop_all();
+                TransportStatus::count(&self.status.items_dropped_total, lost);
+                continue;
+            }
             if self.peer(node).gossip_down {
                 let dropped = self.peer(node).drop_raft();
                 TransportStatus::count(&self.status.items_dropped_total, dropped);
@@ -447,8 +458,11 @@ impl TransportState {
                 return;
             }
         };
-        TransportStatus::count(&self.status.frames_received_total, 1);
         let from = frame.from;
+        if self.faults.drops_from(from) {
+            return;
+        }
+        TransportStatus::count(&self.status.frames_received_total, 1);
         let now = Instant::now();
         let instance = self.instance;
         let restarted = self.peer(from).received(&frame, instance, now);

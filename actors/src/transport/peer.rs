@@ -223,6 +223,18 @@ impl Peer {
         dropped
     }
 
+    /// Drops everything queued (the link to the peer is cut by a fault rule);
+    /// returns how many items. Calls among them are answered by their timeout.
+    pub fn drop_all(&mut self) -> u64 {
+        let dropped = self.outbox.len() as u64;
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        self.frame_owed = false;
+        self.unacknowledged = 0;
+        self.dropped_total += dropped;
+        dropped
+    }
+
     /// Takes the frames to send now, as far as the window allows; what does not fit
     /// waits in the outbox (Raft messages of a stalled peer are dropped).
     pub fn take_frames(
