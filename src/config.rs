@@ -509,6 +509,28 @@ mod tests {
         );
     }
 
+    /// Proves `MIMORI_FAULT_INJECTION` reads as a flag (`true`/`1`, `false`/`0`),
+    /// is off by default, reaches the kernel options, and that anything else is an
+    /// error naming the variable.
+    #[test]
+    fn fault_injection_is_a_flag() {
+        let resolve = |value: &str| {
+            Config::resolve(
+                None,
+                environment(&[("MIMORI_FAULT_INJECTION", value)]),
+                ConfigLayer::default(),
+            )
+        };
+        assert!(!Config::default().fault_injection);
+        for (value, expected) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+            let config = resolve(value).unwrap();
+            assert_eq!(config.fault_injection, expected, "{value}");
+            assert_eq!(config.node_options().fault_injection, expected);
+        }
+        let error = resolve("yes").unwrap_err().to_string();
+        assert!(error.contains("MIMORI_FAULT_INJECTION"), "{error}");
+    }
+
     /// Proves bad input names its source: an unknown file key, a bad env value, a
     /// value out of range.
     #[test]

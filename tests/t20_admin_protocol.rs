@@ -386,7 +386,8 @@ async fn kv_round_trip_with_revisions() -> anyhow::Result<()> {
 
 /// Proves the operational requests answer with this node's view (node id 1, the
 /// configured shard count) and that killing a shard replica is accepted and the
-/// shard serves again afterwards (the supervisor restarts it from disk).
+/// shard serves again afterwards (the supervisor restarts it from disk); and that
+/// a node without fault injection refuses to kill other actors or cut links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_health_cluster_info_and_kill_shard() -> anyhow::Result<()> {
     let node = TestNode::start(AdminServerOptions::default()).await?;
@@ -415,6 +416,29 @@ async fn status_health_cluster_info_and_kill_shard() -> anyhow::Result<()> {
         matches!(out_of_range, AdminClientError::Server { .. }),
         "{out_of_range:?}"
     );
+
+    tracing::info!("--- without fault injection, actor kills and cut links are refused");
+    let refused = [
+        client
+            .kill_actor(mimori::admin::protocol::ActorTarget::Transport)
+            .await
+            .unwrap_err(),
+        client
+            .set_network_faults(&[NodeId(2)], &[])
+            .await
+            .unwrap_err(),
+    ];
+    for error in refused {
+        assert_eq!(error.code(), "invalid_input", "{error:?}");
+        assert!(
+            error.to_string().contains("fault injection is disabled"),
+            "{error}"
+        );
+    }
+    // The node still serves: nothing was killed or cut.
+    client
+        .put(b"after-refusals", b"v", Condition::Always)
+        .await?;
     node.stop(WAIT).await
 }
 

@@ -296,7 +296,8 @@ async fn token_and_environment() -> anyhow::Result<()> {
 
 /// Proves the operational commands work in both modes: status, health and cluster
 /// info exit 0 and report node 1 with the configured 8 shards; `debug kill-shard`
-/// exits 0 and the shard serves writes again afterwards.
+/// exits 0 and the shard serves writes again afterwards; `debug kill-actor` and
+/// `debug cut-links` are refused by a node without fault injection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_commands() -> anyhow::Result<()> {
     let node = TestNode::start(AdminServerOptions::default()).await?;
@@ -332,6 +333,24 @@ async fn operational_commands() -> anyhow::Result<()> {
         let key = format!("after-kill-{index}");
         let put = node.dbctl(&["put", &key, "v"]).await?;
         assert_eq!(put.exit_code, 0, "{put:?}");
+    }
+
+    // This node runs without fault injection: the other fault commands are
+    // refused with invalid_input (exit 4) and a reason.
+    for arguments in [
+        &["-o", "json", "debug", "kill-actor", "transport"][..],
+        &["-o", "json", "debug", "cut-links", "--to", "2"][..],
+    ] {
+        let refused = node.dbctl(arguments).await?;
+        assert_eq!(refused.exit_code, 4, "{refused:?}");
+        let error = refused.json()?;
+        assert_eq!(error["error"]["code"], "invalid_input");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("fault injection is disabled")),
+            "{error}"
+        );
     }
     node.stop(RUN_TIMEOUT).await
 }

@@ -2,13 +2,19 @@
 //! data directory, log file and four ports, started, killed, frozen and restarted
 //! like an operator (or a crash) would.
 //!
-//! Ports come from outside the kernel's ephemeral range, so a port a killed node
-//! will listen on again cannot be taken meanwhile by some client's outgoing socket.
-//! Every node runs with fault injection enabled, so the admin protocol can kill its
-//! actors and cut its links.
+//! Two networks: on the loopback (every node on 127.0.0.1 with its own ports, taken
+//! from outside the kernel's ephemeral range so a port a killed node will listen on
+//! again cannot be taken meanwhile by some client's outgoing socket), or, when the
+//! runner is root, every node in its own network namespace (`netns`), where links
+//! are cut with iptables. On the loopback, links are cut with the nodes' fault hook
+//! (the admin `set_network_faults`). Every node runs with fault injection enabled,
+//! so the admin protocol can kill its actors (and cut its links).
 
+use crate::netns::Namespaces;
 use anyhow::{anyhow, bail, Context};
 use mimori::admin::client::AdminClient;
+use mimori_actors::ids::NodeId;
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +35,19 @@ pub struct ClusterOptions {
     pub shard_count: u32,
     /// Extra `MIMORI_*` settings for every node.
     pub environment: Vec<(String, String)>,
+    pub network: NetworkMode,
+}
+
+/// How nodes are networked, and so how links are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Namespaces when the runner can build them (root, `ip`, `iptables`), else
+    /// the loopback with the fault hook.
+    Auto,
+    /// Every node in its own network namespace; links cut with iptables.
+    Namespaces,
+    /// Every node on 127.0.0.1; links cut with the nodes' fault hook.
+    Loopback,
 }
 
 /// One node process.
@@ -78,6 +97,8 @@ pub struct Cluster {
     options: ClusterOptions,
     pub nodes: Vec<Node>,
     next_port: u16,
+    /// Set when the nodes run in network namespaces.
+    namespaces: Option<Namespaces>,
 }
 
 impl Cluster {
@@ -87,10 +108,23 @@ impl Cluster {
             .with_context(|| format!("create {}", options.directory.display()))?;
         let (low, _) = stable_port_window()?;
         let spread = (std::process::id() % 2_000) as u16 * 10;
+        let namespaces = match options.network {
+            NetworkMode::Loopback => None,
+            NetworkMode::Namespaces => Some(Namespaces::create()?),
+            NetworkMode::Auto if Namespaces::available() => match Namespaces::create() {
+                Ok(namespaces) => Some(namespaces),
+                Err(error) => {
+                    println!("chaos: no network namespaces ({error:#}); using the loopback");
+                    None
+                }
+            },
+            NetworkMode::Auto => None,
+        };
         let mut cluster = Cluster {
             options,
             nodes: Vec::new(),
             next_port: low + spread,
+            namespaces,
         };
         for _ in 0..count {
             cluster.add_node().await?;
@@ -109,14 +143,19 @@ impl Cluster {
         if id > 1 && join.is_none() {
             bail!("no serving node for node {id} to join through");
         }
-        let ports = self.reserve_ports(4)?;
-        let address = |offset: u16| SocketAddr::from(([127, 0, 0, 1], ports + offset));
+        let [http, admin, cluster, gossip] = match self.namespaces.as_mut() {
+            Some(namespaces) => namespaces.add_node(id)?,
+            None => {
+                let ports = self.reserve_ports(4)?;
+                [0, 1, 2, 3].map(|offset| SocketAddr::from(([127, 0, 0, 1], ports + offset)))
+            }
+        };
         self.nodes.push(Node {
             id,
-            http: address(0),
-            admin: address(1),
-            cluster: address(2),
-            gossip: address(3),
+            http,
+            admin,
+            cluster,
+            gossip,
             data_dir: self.options.directory.join(format!("node{id}")),
             join,
             child: None,
@@ -162,6 +201,10 @@ impl Cluster {
         let binary = self.options.binary.clone();
         let shard_count = self.options.shard_count;
         let environment = self.options.environment.clone();
+        let namespace = self
+            .namespaces
+            .as_ref()
+            .map(|namespaces| namespaces.namespace(id));
         let node = self.node_mut(id)?;
         if node.child.is_some() {
             bail!("node {id} already runs");
@@ -171,7 +214,16 @@ impl Cluster {
             .append(true)
             .open(node.log_path())
             .with_context(|| format!("open {}", node.log_path().display()))?;
-        let mut command = Command::new(&binary);
+        // In a namespace, `ip netns exec` replaces itself with mimorid, so the
+        // child's pid is the node's.
+        let mut command = match &namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.arg("netns").arg("exec").arg(namespace).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
         command
             .arg("--node-id")
             .arg(id.to_string())
@@ -277,6 +329,46 @@ impl Cluster {
             bail!("kill -{name} {pid} failed");
         }
         Ok(())
+    }
+
+    /// Which network the nodes run on.
+    pub fn network(&self) -> &'static str {
+        if self.namespaces.is_some() {
+            "network namespaces, links cut with iptables"
+        } else {
+            "loopback, links cut with the nodes' fault hook"
+        }
+    }
+
+    /// Cuts node `id`'s links: what it sends to `drop_to` and what it receives
+    /// from `drop_from` is lost, until `heal_links`.
+    pub async fn cut_links(
+        &self,
+        id: u64,
+        drop_to: &BTreeSet<u64>,
+        drop_from: &BTreeSet<u64>,
+    ) -> anyhow::Result<()> {
+        if let Some(namespaces) = &self.namespaces {
+            return namespaces.cut(id, drop_to, drop_from);
+        }
+        let ids = |nodes: &BTreeSet<u64>| nodes.iter().copied().map(NodeId).collect::<Vec<_>>();
+        self.admin(id)
+            .await?
+            .set_network_faults(&ids(drop_to), &ids(drop_from))
+            .await
+            .map_err(|error| anyhow!("cut the links of node {id}: {error}"))
+    }
+
+    /// Restores every link of node `id`.
+    pub async fn heal_links(&self, id: u64) -> anyhow::Result<()> {
+        if let Some(namespaces) = &self.namespaces {
+            return namespaces.heal(id);
+        }
+        self.admin(id)
+            .await?
+            .set_network_faults(&[], &[])
+            .await
+            .map_err(|error| anyhow!("heal the links of node {id}: {error}"))
     }
 
     /// An admin session with node `id`.

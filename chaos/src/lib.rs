@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod netns;
 pub mod report;
 pub mod runner;
 pub mod workload;

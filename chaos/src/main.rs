@@ -2,6 +2,7 @@
 //! `chaos/run` builds it and `mimorid` in release mode and runs it.
 
 use clap::Parser;
+use mimori_chaos::cluster::NetworkMode;
 use mimori_chaos::nemesis::{FaultKind, Pacing};
 use mimori_chaos::report::summary;
 use mimori_chaos::runner::{run, RunOptions};
@@ -45,10 +46,22 @@ struct Arguments {
     /// The mimorid binary; by default the one next to this executable.
     #[arg(long)]
     mimorid: Option<PathBuf>,
+    /// How nodes are networked: `namespaces` (root only: each node in its own
+    /// network namespace, partitions with iptables), `loopback` (127.0.0.1,
+    /// partitions with the nodes' fault hook), or `auto` (namespaces when possible).
+    #[arg(long, value_enum, default_value_t = Network::Auto)]
+    network: Network,
     /// Where the nodes' data, logs, history.json and report.json go; a new
     /// temporary directory when unset (kept, and printed).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Network {
+    Auto,
+    Namespaces,
+    Loopback,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -100,6 +113,11 @@ fn main() -> ExitCode {
         directory: arguments.dir,
         pacing: Pacing::DEFAULT,
         request_timeout: Duration::from_secs(5),
+        network: match arguments.network {
+            Network::Auto => NetworkMode::Auto,
+            Network::Namespaces => NetworkMode::Namespaces,
+            Network::Loopback => NetworkMode::Loopback,
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -164,12 +164,8 @@ pub async fn inject(
         FaultKind::Partition => {
             let (shape, cuts) = partition_shape(&members, victim, rng);
             for (node, (drop_to, drop_from)) in &cuts {
-                let mut admin = cluster.admin(*node).await?;
-                admin
-                    .set_network_faults(&ids(drop_to), &ids(drop_from))
-                    .await
-                    .map_err(|error| anyhow!("cut links of node {node}: {error}"))?;
                 damage.partitioned.insert(*node);
+                cluster.cut_links(*node, drop_to, drop_from).await?;
             }
             tokio::time::sleep(hold).await;
             heal(cluster, damage).await?;
@@ -181,10 +177,6 @@ pub async fn inject(
         }
         FaultKind::Membership => replace_node(cluster, rng).await,
     }
-}
-
-fn ids(nodes: &BTreeSet<u64>) -> Vec<NodeId> {
-    nodes.iter().copied().map(NodeId).collect()
 }
 
 /// Per node, the peers it drops traffic to and from, for one partition; plus a
@@ -261,11 +253,7 @@ pub async fn heal(cluster: &mut Cluster, damage: &mut Damage) -> anyhow::Result<
     }
     let partitioned = std::mem::take(&mut damage.partitioned);
     for node in partitioned {
-        let mut admin = cluster.admin(node).await?;
-        admin
-            .set_network_faults(&[], &[])
-            .await
-            .map_err(|error| anyhow!("heal the links of node {node}: {error}"))?;
+        cluster.heal_links(node).await?;
     }
     Ok(())
 }

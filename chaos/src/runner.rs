@@ -2,7 +2,7 @@
 //! nemesis injects faults, heal everything, read the final state, check.
 
 use crate::checker::{check, CheckReport, FinalState, ReplicaChecksum};
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, NetworkMode};
 use crate::history::{Answer, Call, History, Operation, Outcome, Value};
 use crate::nemesis::{self, Damage, FaultEvent, FaultKind, Pacing};
 use crate::workload::{self, Gateways, WorkloadOptions};
@@ -39,6 +39,7 @@ pub struct RunOptions {
     pub pacing: Pacing,
     /// How long a client waits for an answer.
     pub request_timeout: Duration,
+    pub network: NetworkMode,
 }
 
 /// What a run did and found.
@@ -112,12 +113,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             directory: directory.clone(),
             shard_count: options.shard_count,
             environment: node_environment(),
+            network: options.network,
         },
         options.nodes,
     )
     .await?;
     wait_replicated(&cluster, options.nodes.min(3) as usize).await?;
-    println!("chaos: cluster up, every shard replicated");
+    println!(
+        "chaos: cluster up on the {}; every shard replicated",
+        cluster.network()
+    );
 
     let history = Arc::new(History::new());
     let gateways: Gateways = Arc::new(RwLock::new(gateway_urls(&cluster)));

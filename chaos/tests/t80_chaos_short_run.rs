@@ -7,6 +7,7 @@
 //! the faults heal. `MIMORI_CHAOS_SEED` picks another seed; a failure prints the
 //! seed and keeps the nodes' files for the post-mortem.
 
+use mimori_chaos::cluster::NetworkMode;
 use mimori_chaos::nemesis::{FaultKind, Pacing};
 use mimori_chaos::report::summary;
 use mimori_chaos::runner::{run, RunOptions};
@@ -56,6 +57,10 @@ async fn t80_short_chaos_run_loses_nothing() {
             hold_ms: (1_000, 3_000),
         },
         request_timeout: Duration::from_secs(5),
+        // Network namespaces and iptables when the suite runs as root (the test
+        // script installs iptables then), the nodes' fault hook otherwise; the
+        // run prints which.
+        network: NetworkMode::Auto,
     };
     let report = run(options).await.expect("the chaos run completes");
     println!("{}", summary(&report));

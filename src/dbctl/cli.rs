@@ -227,6 +227,44 @@ pub enum DebugCommand {
         /// The shard id.
         shard: u32,
     },
+    /// Kill one of the node's actors; whatever supervises it starts it again. The
+    /// node must run with fault injection enabled.
+    #[command(
+        after_help = "Examples:\n  dbctl debug kill-actor transport\n  dbctl debug kill-actor membership\n  dbctl debug kill-actor shard --shard 3"
+    )]
+    KillActor {
+        /// Which actor.
+        #[arg(value_enum)]
+        actor: ActorKind,
+        /// The shard, for `shard`.
+        #[arg(long, required_if_eq("actor", "shard"))]
+        shard: Option<u32>,
+    },
+    /// Cut the node's links: drop everything it sends to the nodes in `--to` and
+    /// everything it receives from the nodes in `--from` (Transport and gossip).
+    /// No lists heal. The node must run with fault injection enabled.
+    #[command(
+        after_help = "Examples:\n  dbctl debug cut-links --to 2,3 --from 2,3   # isolate this node\n  dbctl debug cut-links                       # heal"
+    )]
+    CutLinks {
+        /// Nodes this node's traffic no longer reaches.
+        #[arg(long, value_delimiter = ',')]
+        to: Vec<u64>,
+        /// Nodes whose traffic this node ignores.
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<u64>,
+    },
+}
+
+/// An actor `debug kill-actor` can kill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActorKind {
+    /// A shard replica (name it with `--shard`).
+    Shard,
+    /// The gossip actor.
+    Membership,
+    /// The node-to-node Transport.
+    Transport,
 }
 
 /// Parses the command line (first item: the program name).

@@ -12,9 +12,12 @@ pub mod cli;
 pub mod output;
 
 use crate::admin::client::{AdminClient, AdminClientError, AdminClientOptions};
+use crate::admin::protocol::ActorTarget;
 use crate::error_code::{exit, present_code};
 use base64::Engine;
-use cli::{Cli, ClusterCommand, Command, DebugCommand, NodeCommand, OutputFormat, ShardCommand};
+use cli::{
+    ActorKind, Cli, ClusterCommand, Command, DebugCommand, NodeCommand, OutputFormat, ShardCommand,
+};
 use mimori_actors::ids::{NodeId, Revision, ShardId};
 use mimori_actors::kv::{Condition, Consistency};
 use mimori_actors::metadata::NodeAction;
@@ -317,6 +320,45 @@ async fn execute(cli: Cli) -> Result<Printed, AdminClientError> {
                 format!(
                     "killed the replica of shard {shard} on node {node_id}; its supervisor restarts it\n"
                 )
+            }))
+        }
+        Command::Debug(DebugCommand::KillActor { actor, shard }) => {
+            let target = match (actor, shard) {
+                (ActorKind::Shard, Some(shard)) => ActorTarget::ShardReplica {
+                    shard: ShardId(shard),
+                },
+                (ActorKind::Shard, None) => {
+                    return Err(AdminClientError::Server {
+                        code: "invalid_input".into(),
+                        message: "kill-actor shard needs --shard".into(),
+                    })
+                }
+                (ActorKind::Membership, _) => ActorTarget::Membership,
+                (ActorKind::Transport, _) => ActorTarget::Transport,
+            };
+            client.kill_actor(target).await?;
+            let node_id = client.node_id().0;
+            Ok(Printed::ok(if json {
+                json_line(&serde_json::json!({ "node_id": node_id, "killed": target }))
+            } else {
+                format!("killed {target:?} on node {node_id}; it is started again\n")
+            }))
+        }
+        Command::Debug(DebugCommand::CutLinks { to, from }) => {
+            let to: Vec<NodeId> = to.into_iter().map(NodeId).collect();
+            let from: Vec<NodeId> = from.into_iter().map(NodeId).collect();
+            client.set_network_faults(&to, &from).await?;
+            let node_id = client.node_id().0;
+            Ok(Printed::ok(if json {
+                json_line(&serde_json::json!({
+                    "node_id": node_id,
+                    "drop_to": to.iter().map(|node| node.0).collect::<Vec<_>>(),
+                    "drop_from": from.iter().map(|node| node.0).collect::<Vec<_>>(),
+                }))
+            } else if to.is_empty() && from.is_empty() {
+                format!("node {node_id}: every link healed\n")
+            } else {
+                format!("node {node_id}: dropping traffic to {to:?} and from {from:?}\n")
             }))
         }
     }
