@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a node may take to serve after it is started.
@@ -96,7 +97,6 @@ impl Node {
 pub struct Cluster {
     options: ClusterOptions,
     pub nodes: Vec<Node>,
-    next_port: u16,
     /// Set when the nodes run in network namespaces.
     namespaces: Option<Namespaces>,
 }
@@ -106,8 +106,6 @@ impl Cluster {
     pub async fn start(options: ClusterOptions, count: u64) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(&options.directory)
             .with_context(|| format!("create {}", options.directory.display()))?;
-        let (low, _) = stable_port_window()?;
-        let spread = (std::process::id() % 2_000) as u16 * 10;
         let namespaces = match options.network {
             NetworkMode::Loopback => None,
             NetworkMode::Namespaces => Some(Namespaces::create()?),
@@ -123,7 +121,6 @@ impl Cluster {
         let mut cluster = Cluster {
             options,
             nodes: Vec::new(),
-            next_port: low + spread,
             namespaces,
         };
         for _ in 0..count {
@@ -408,15 +405,23 @@ impl Cluster {
         out
     }
 
-    /// `count` consecutive ports free right now for TCP and UDP on 127.0.0.1.
+    /// `count` consecutive ports free right now for TCP and UDP on 127.0.0.1,
+    /// never handed out before in this process (clusters of one process share the
+    /// cursor); the start is spread by process id.
     fn reserve_ports(&mut self, count: u16) -> anyhow::Result<u16> {
+        static CURSOR: Mutex<Option<u16>> = Mutex::new(None);
         let (low, high) = stable_port_window()?;
+        let mut cursor = CURSOR
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = cursor.unwrap_or(low + (std::process::id() % u32::from(high - low)) as u16);
         for _ in 0..(high - low) / count {
-            if self.next_port + count > high || self.next_port < low {
-                self.next_port = low;
+            if u32::from(next) + u32::from(count) > u32::from(high) || next < low {
+                next = low;
             }
-            let base = self.next_port;
-            self.next_port += count;
+            let base = next;
+            next += count;
+            *cursor = Some(next);
             let free = (base..base + count).all(|port| {
                 let address = SocketAddr::from(([127, 0, 0, 1], port));
                 TcpListener::bind(address).is_ok() && UdpSocket::bind(address).is_ok()

@@ -51,6 +51,10 @@ struct Arguments {
     /// partitions with the nodes' fault hook), or `auto` (namespaces when possible).
     #[arg(long, value_enum, default_value_t = Network::Auto)]
     network: Network,
+    /// Read with `consistency=stale` instead of linearizably: not linearizable by
+    /// design, so the run shows the checker catching stale reads (expect FAIL).
+    #[arg(long)]
+    stale_reads: bool,
     /// Where the nodes' data, logs, history.json and report.json go; a new
     /// temporary directory when unset (kept, and printed).
     #[arg(long)]
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         directory: arguments.dir,
         pacing: Pacing::DEFAULT,
         request_timeout: Duration::from_secs(5),
+        stale_reads: arguments.stale_reads,
         network: match arguments.network {
             Network::Auto => NetworkMode::Auto,
             Network::Namespaces => NetworkMode::Namespaces,

@@ -4,8 +4,8 @@
 //!
 //! Layout: bridge `<prefix>br` in the runner's namespace with 10.213.S.254/24; node
 //! `i` in namespace `<prefix>-n<i>` with `eth0` at 10.213.S.i, its peer `<prefix>v<i>`
-//! on the bridge. `S` and the prefix come from the runner's process id, so two runs
-//! on one machine do not collide. Every node uses the same four ports on its own
+//! on the bridge. `S` and the prefix come from the runner's process id and a count
+//! of clusters it started, so two runs on one machine do not collide. Every node uses the same four ports on its own
 //! address. Everything is deleted when the `Namespaces` is dropped.
 //!
 //! A cut of node `i` towards `j` is `iptables -A OUTPUT -d ip(j) -j DROP` in `i`'s
@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The bridge and namespaces of one run.
 pub struct Namespaces {
@@ -60,10 +61,13 @@ impl Namespaces {
 
     /// Creates the bridge.
     pub fn create() -> anyhow::Result<Namespaces> {
+        // Distinct per process and per cluster within it.
+        static CREATED: AtomicU32 = AtomicU32::new(0);
+        let instance = CREATED.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let namespaces = Namespaces {
-            prefix: format!("mc{}", pid % 100_000),
-            subnet: (pid % 200 + 20) as u8,
+            prefix: format!("mc{}x{}", pid % 100_000, instance % 10),
+            subnet: ((pid + instance) % 200 + 20) as u8,
             nodes: BTreeSet::new(),
         };
         let bridge = namespaces.bridge();

@@ -40,6 +40,8 @@ pub struct RunOptions {
     /// How long a client waits for an answer.
     pub request_timeout: Duration,
     pub network: NetworkMode,
+    /// The workload reads stale (see `WorkloadOptions::stale_reads`).
+    pub stale_reads: bool,
 }
 
 /// What a run did and found.
@@ -133,6 +135,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             keys: options.keys,
             request_timeout: options.request_timeout,
             seed: options.seed,
+            stale_reads: options.stale_reads,
         },
         Arc::clone(&gateways),
         Arc::clone(&history),

@@ -39,6 +39,10 @@ pub struct WorkloadOptions {
     /// How long a client waits for an answer before the outcome is unknown.
     pub request_timeout: Duration,
     pub seed: u64,
+    /// Read with `consistency=stale` (the local replica, no ReadIndex). Not
+    /// linearizable by design: a run with it shows the checker catching stale
+    /// reads.
+    pub stale_reads: bool,
 }
 
 /// The register keys in use: `keys` slots, each with its current key and how many
@@ -106,6 +110,7 @@ pub async fn run(
             keys: Arc::clone(&keys),
             seen: HashMap::new(),
             next_value: 0,
+            stale_reads: options.stale_reads,
         };
         let stop = Arc::clone(&stop);
         clients.push(tokio::spawn(client.run(stop)));
@@ -125,6 +130,7 @@ struct Client {
     /// The last (value, revision) this client saw each key at.
     seen: HashMap<String, (Option<Value>, Option<u64>)>,
     next_value: u64,
+    stale_reads: bool,
 }
 
 impl Client {
@@ -182,6 +188,13 @@ impl Client {
     async fn register(&mut self, gateway: &str, key: String, call: Call) -> Outcome {
         let invoked_ns = self.history.now_ns();
         let outcome = match call {
+            Call::Read if self.stale_reads => {
+                read_url(
+                    &self.http,
+                    &format!("{}?consistency=stale", key_url(gateway, &key)),
+                )
+                .await
+            }
             Call::Read => read(&self.http, gateway, &key).await,
             Call::Write { value } => write(&self.http, gateway, &key, value, None).await,
             Call::CompareAndSet { value, .. } => {
@@ -264,7 +277,11 @@ fn no_answer(error: &reqwest::Error) -> Outcome {
 
 /// A linearizable read of `key`.
 pub async fn read(http: &reqwest::Client, gateway: &str, key: &str) -> Outcome {
-    let response = match http.get(key_url(gateway, key)).send().await {
+    read_url(http, &key_url(gateway, key)).await
+}
+
+async fn read_url(http: &reqwest::Client, url: &str) -> Outcome {
+    let response = match http.get(url).send().await {
         Ok(response) => response,
         Err(error) => return no_answer(&error),
     };
