@@ -15,6 +15,40 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Where a node listens, as the flags that start it name it.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenAddresses {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub cluster: SocketAddr,
+    pub gossip: SocketAddr,
+}
+
+/// The flags that start node `node_id` on `data_dir` listening on `listen`: what
+/// the demo, the chaos runner and the process tests pass to a `mimorid` they start.
+pub fn node_flags(
+    node_id: u64,
+    data_dir: &std::path::Path,
+    listen: ListenAddresses,
+) -> Vec<std::ffi::OsString> {
+    let mut flags: Vec<std::ffi::OsString> = vec![
+        "--node-id".into(),
+        node_id.to_string().into(),
+        "--data-dir".into(),
+        data_dir.into(),
+    ];
+    for (flag, address) in [
+        ("--http", listen.http),
+        ("--admin", listen.admin),
+        ("--cluster", listen.cluster),
+        ("--gossip", listen.gossip),
+    ] {
+        flags.push(flag.into());
+        flags.push(address.to_string().into());
+    }
+    flags
+}
+
 /// How long the edges get to finish in-flight requests at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -11,6 +11,7 @@
 //! period); a node that dies on its own stops the demo too. Only processes the demo
 //! started are signalled, by their PID.
 
+use crate::daemon::{node_flags, ListenAddresses};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -99,19 +100,14 @@ fn run_in(args: &DemoArgs, root: &Path) -> Result<(), String> {
             let log = std::fs::File::create(&log_path)
                 .map_err(|error| format!("{}: {error}", log_path.display()))?;
             let mut command = Command::new(&program);
+            let listen = ListenAddresses {
+                http,
+                admin,
+                cluster,
+                gossip,
+            };
             command
-                .arg("--node-id")
-                .arg(id.to_string())
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--http")
-                .arg(http.to_string())
-                .arg("--admin")
-                .arg(admin.to_string())
-                .arg("--cluster")
-                .arg(cluster.to_string())
-                .arg("--gossip")
-                .arg(gossip.to_string())
+                .args(node_flags(u64::from(id), &data_dir, listen))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);

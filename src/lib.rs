@@ -10,3 +10,4 @@ pub mod dbctl;
 pub mod demo;
 pub mod error_code;
 pub mod gateway;
+pub mod ports;

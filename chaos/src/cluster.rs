@@ -13,12 +13,12 @@
 use crate::netns::Namespaces;
 use anyhow::{anyhow, bail, Context};
 use mimori::admin::client::AdminClient;
+use mimori::daemon::{node_flags, ListenAddresses};
 use mimori_actors::ids::NodeId;
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a node may take to serve after it is started.
@@ -143,7 +143,7 @@ impl Cluster {
         let [http, admin, cluster, gossip] = match self.namespaces.as_mut() {
             Some(namespaces) => namespaces.add_node(id)?,
             None => {
-                let ports = self.reserve_ports(4)?;
+                let ports = mimori::ports::reserve_ports(4)?;
                 [0, 1, 2, 3].map(|offset| SocketAddr::from(([127, 0, 0, 1], ports + offset)))
             }
         };
@@ -221,19 +221,14 @@ impl Cluster {
             }
             None => Command::new(&binary),
         };
+        let listen = ListenAddresses {
+            http: node.http,
+            admin: node.admin,
+            cluster: node.cluster,
+            gossip: node.gossip,
+        };
         command
-            .arg("--node-id")
-            .arg(id.to_string())
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .arg("--http")
-            .arg(node.http.to_string())
-            .arg("--admin")
-            .arg(node.admin.to_string())
-            .arg("--cluster")
-            .arg(node.cluster.to_string())
-            .arg("--gossip")
-            .arg(node.gossip.to_string())
+            .args(node_flags(id, &node.data_dir, listen))
             .arg("--shard-count")
             .arg(shard_count.to_string());
         if let Some(join) = node.join {
@@ -405,34 +400,6 @@ impl Cluster {
         out
     }
 
-    /// `count` consecutive ports free right now for TCP and UDP on 127.0.0.1,
-    /// never handed out before in this process (clusters of one process share the
-    /// cursor); the start is spread by process id.
-    fn reserve_ports(&mut self, count: u16) -> anyhow::Result<u16> {
-        static CURSOR: Mutex<Option<u16>> = Mutex::new(None);
-        let (low, high) = stable_port_window()?;
-        let mut cursor = CURSOR
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = cursor.unwrap_or(low + (std::process::id() % u32::from(high - low)) as u16);
-        for _ in 0..(high - low) / count {
-            if u32::from(next) + u32::from(count) > u32::from(high) || next < low {
-                next = low;
-            }
-            let base = next;
-            next += count;
-            *cursor = Some(next);
-            let free = (base..base + count).all(|port| {
-                let address = SocketAddr::from(([127, 0, 0, 1], port));
-                TcpListener::bind(address).is_ok() && UdpSocket::bind(address).is_ok()
-            });
-            if free {
-                return Ok(base);
-            }
-        }
-        bail!("no {count} free consecutive ports in {low}..{high}")
-    }
-
     /// Where the nodes' files are.
     pub fn directory(&self) -> &Path {
         &self.options.directory
@@ -442,23 +409,5 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
-    }
-}
-
-/// Ports outside the kernel's ephemeral range, which it never hands to outgoing
-/// connections.
-fn stable_port_window() -> anyhow::Result<(u16, u16)> {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .unwrap_or_else(|_| "32768 60999".to_string());
-    let mut bounds = range.split_whitespace().map(str::parse::<u32>);
-    let (Some(Ok(low)), Some(Ok(high))) = (bounds.next(), bounds.next()) else {
-        bail!("cannot parse the ephemeral port range {range:?}");
-    };
-    if low >= 21_000 {
-        Ok((20_000, low.min(65_535) as u16))
-    } else if high <= 64_000 {
-        Ok((high as u16 + 1, 65_535))
-    } else {
-        bail!("no ports outside the ephemeral range {low}-{high}")
     }
 }

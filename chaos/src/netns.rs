@@ -43,8 +43,8 @@ fn run(program: &str, arguments: &[&str]) -> anyhow::Result<()> {
 }
 
 impl Namespaces {
-    /// Whether this process can build namespaces: it runs as root, and `ip` and
-    /// `iptables` are there.
+    /// Whether this process can build namespaces: it runs as root, `ip` and
+    /// `iptables` are there, and a probe namespace with a rule in it works.
     pub fn available() -> bool {
         let root = Command::new("id")
             .arg("-u")
@@ -56,7 +56,31 @@ impl Namespaces {
                 .output()
                 .is_ok_and(|output| output.status.success())
         };
-        root && tool("iptables") && Command::new("ip").arg("-V").output().is_ok()
+        if !(root && tool("iptables") && Command::new("ip").arg("-V").output().is_ok()) {
+            return false;
+        }
+        // The kernel must allow namespaces and iptables rules inside them (a
+        // container may not): try both once.
+        let probe = format!("mcprobe{}", std::process::id() % 100_000);
+        let works = run("ip", &["netns", "add", &probe]).is_ok()
+            && run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &probe,
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-d",
+                    "10.213.0.1",
+                    "-j",
+                    "DROP",
+                ],
+            )
+            .is_ok();
+        let _ = run("ip", &["netns", "del", &probe]);
+        works
     }
 
     /// Creates the bridge.

@@ -7,7 +7,8 @@
 pub mod admin_node;
 pub mod cluster;
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use mimori::daemon::{node_flags, ListenAddresses};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
@@ -66,53 +67,10 @@ impl Drop for ClusterPlace {
     }
 }
 
-/// Ports the kernel never hands out for outgoing connections (below or above its
-/// ephemeral range), so a port a stopped node will listen on again cannot be taken
-/// meanwhile by some other test's client socket.
-fn stable_port_window() -> (u16, u16) {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .unwrap_or_else(|_| "32768 60999".to_string());
-    let mut bounds = range.split_whitespace().map(|value| value.parse::<u32>());
-    let (Some(Ok(low)), Some(Ok(high))) = (bounds.next(), bounds.next()) else {
-        panic!("cannot parse the ephemeral port range {range:?}");
-    };
-    if low >= 21_000 {
-        (20_000, low.min(65_535) as u16)
-    } else if high <= 64_000 {
-        (high as u16 + 1, 65_535)
-    } else {
-        panic!("no ports outside the ephemeral range {low}-{high} for test nodes");
-    }
-}
-
-/// Reserves `count` consecutive ports, each free right now for both TCP and UDP on
-/// 127.0.0.1, and returns the first. Ports are handed out once per test process
-/// (tests of one binary run as threads of it); the start is spread by process id.
+/// Reserves `count` consecutive ports outside the ephemeral range, free for TCP
+/// and UDP on 127.0.0.1, never handed out before in this test process.
 pub fn reserve_ports(count: u16) -> u16 {
-    static CURSOR: Mutex<Option<u16>> = Mutex::new(None);
-    let (low, high) = stable_port_window();
-    let span = high - low;
-    assert!(count > 0 && count < span, "cannot reserve {count} ports");
-    let mut cursor = CURSOR
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut next = cursor.unwrap_or(low + (std::process::id() % u32::from(span)) as u16);
-    for _ in 0..span {
-        if next + count > high {
-            next = low;
-        }
-        let base = next;
-        next += count;
-        let free = (base..base + count).all(|port| {
-            let address = SocketAddr::from(([127, 0, 0, 1], port));
-            TcpListener::bind(address).is_ok() && UdpSocket::bind(address).is_ok()
-        });
-        if free {
-            *cursor = Some(next);
-            return base;
-        }
-    }
-    panic!("no {count} free consecutive ports in {low}..{high}");
+    mimori::ports::reserve_ports(count).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A TCP port free right now on 127.0.0.1, outside the ephemeral range.
@@ -163,19 +121,14 @@ impl NodeProcess {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("open the node's log file");
+        let listen = ListenAddresses {
+            http: self.http,
+            admin: self.admin,
+            cluster: self.cluster,
+            gossip: self.gossip,
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_mimorid"))
-            .arg("--node-id")
-            .arg(self.node_id.to_string())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--http")
-            .arg(self.http.to_string())
-            .arg("--admin")
-            .arg(self.admin.to_string())
-            .arg("--cluster")
-            .arg(self.cluster.to_string())
-            .arg("--gossip")
-            .arg(self.gossip.to_string())
+            .args(node_flags(self.node_id, &self.data_dir, listen))
             .args(&self.extra_args)
             .envs(self.environment.iter().map(|(name, value)| (name, value)))
             .env_remove("RUST_LOG")
