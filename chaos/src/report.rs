@@ -51,42 +51,26 @@ pub fn summary(run: &RunReport) -> String {
         check.linearizability(),
         check.keys_checked
     );
-    let _ = writeln!(
-        out,
-        "  {:<22} {}",
-        "lost acknowledged",
-        check.lost_appends.len()
-    );
-    let _ = writeln!(
-        out,
-        "  {:<22} {}",
-        "phantom writes",
-        check.phantom_appends.len()
-    );
-    let _ = writeln!(
-        out,
-        "  {:<22} {}",
-        "revision conflicts",
-        check.revision_conflicts.len()
-    );
-    let _ = writeln!(
-        out,
-        "  {:<22} {}",
-        "divergent replicas",
-        check.divergent_shards.len()
-    );
-    let _ = writeln!(
-        out,
-        "  {:<22} {}",
-        "unconverged shards",
-        check.unconverged_shards.len()
-    );
-    let _ = writeln!(
-        out,
-        "  {:<22} {}",
-        "verdict",
-        if run.passed() { "PASS" } else { "FAIL" }
-    );
+    let verdict = if run.passed() { "PASS" } else { "FAIL" };
+    for (label, value) in [
+        ("lost acknowledged", check.lost_appends.len().to_string()),
+        ("phantom writes", check.phantom_appends.len().to_string()),
+        (
+            "revision conflicts",
+            check.revision_conflicts.len().to_string(),
+        ),
+        (
+            "divergent replicas",
+            check.divergent_shards.len().to_string(),
+        ),
+        (
+            "unconverged shards",
+            check.unconverged_shards.len().to_string(),
+        ),
+        ("verdict", verdict.to_string()),
+    ] {
+        let _ = writeln!(out, "  {label:<22} {value}");
+    }
     let problems = run
         .fault_errors
         .iter()

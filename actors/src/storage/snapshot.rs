@@ -25,6 +25,13 @@
 //! state that entry originally saw, so its condition evaluates the same way.
 //! Tombstones carry this argument across deletes, so tombstones above `A` must not be
 //! purged while a stream from `A` runs: [`PurgeFloor`] holds them back.
+//!
+//! The state converges, but a skipped entry's *outcome* is not always known on the
+//! receiver: a conditional write (or a delete) whose key the stream read after a
+//! later write of it may have failed on the sender. A proposer waiting on such an
+//! entry (a follower that proposed it and then installed the snapshot) hears that
+//! the outcome is unknown (`ShardStore::apply_after`); reporting success there
+//! once let a compare-and-set that had been refused look applied.
 
 use super::state_machine::{
     decode_value, ShardStore, StateMachineDb, StoreError, APPLIED_INDEX_KEY, VALUE_KIND_TOMBSTONE,

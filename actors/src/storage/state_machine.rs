@@ -320,8 +320,8 @@ impl ShardStore {
                 }
                 None => (None, None),
             };
-            if last_write.is_some_and(|last_write| last_write >= revision) {
-                outcomes.push(Some(Ok(revision)));
+            if let Some(last_write) = last_write.filter(|last_write| *last_write >= revision) {
+                outcomes.push(Some(self.replayed_outcome(command, revision, last_write)));
                 continue;
             }
             let condition = match command {
@@ -359,6 +359,43 @@ impl ShardStore {
                 .insert(APPLIED_INDEX_KEY, &last_index.to_be_bytes())?;
         }
         Ok(outcomes)
+    }
+
+    /// The outcome of an entry skipped because its key already carries `last_write`,
+    /// this entry's revision or a later one: a replay after a restart, or an entry
+    /// applied after a fuzzy snapshot that read the key later (see `snapshot`).
+    ///
+    /// The state needs nothing, but the entry's original outcome is known only
+    /// when the key holds this very entry's write, or when the entry was an
+    /// unconditional put (which always succeeds). Otherwise a later write hides
+    /// whether its condition held (or, for a delete, whether the key existed), and
+    /// a proposer waiting on it must hear that the outcome is unknown, never a
+    /// success that may not have happened.
+    fn replayed_outcome(
+        &self,
+        command: &Command,
+        revision: Revision,
+        last_write: Revision,
+    ) -> ApplyOutcome {
+        let unconditional_put = matches!(
+            command,
+            Command::Put {
+                condition: Condition::Always,
+                ..
+            }
+        );
+        if last_write == revision || unconditional_put {
+            Ok(revision)
+        } else {
+            Err(KvError::Unavailable {
+                shard: self.shard,
+                reason: format!(
+                    "the write at revision {} was applied from a snapshot that already holds a later write of its key; it may or may not have taken effect",
+                    revision.0
+                ),
+                retry_after_ms: 100,
+            })
+        }
     }
 
     /// Reads one key.
