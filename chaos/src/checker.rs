@@ -218,6 +218,7 @@ mod tests {
 
     fn operation(call: Call, outcome: Outcome, invoked_ns: u64, completed_ns: u64) -> Operation {
         Operation {
+            node: 1,
             client: 1,
             key: "register-1".into(),
             call,
@@ -263,6 +264,7 @@ mod tests {
             ),
         ];
         let appends = [Append {
+            node: 1,
             client: 1,
             key: "append-1".into(),
             value: 9,
@@ -308,6 +310,7 @@ mod tests {
     #[test]
     fn lost_and_phantom_appends_are_reported() {
         let append = |key: &str, outcome| Append {
+            node: 1,
             client: 2,
             key: key.into(),
             value: 5,

@@ -66,6 +66,8 @@ pub enum Outcome {
 pub struct Operation {
     /// The client that ran it (each client runs one operation at a time).
     pub client: u32,
+    /// The id of the node whose gateway it was sent to (for post-mortems).
+    pub node: u64,
     pub key: String,
     pub call: Call,
     pub outcome: Outcome,
@@ -79,6 +81,8 @@ pub struct Operation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Append {
     pub client: u32,
+    /// The id of the node whose gateway it was sent to.
+    pub node: u64,
     pub key: String,
     pub value: Value,
     pub outcome: Outcome,

@@ -350,6 +350,7 @@ mod tests {
 
     fn operation(call: Call, outcome: Outcome, invoked_ns: u64, completed_ns: u64) -> Operation {
         Operation {
+            node: 1,
             client: 0,
             key: "k".into(),
             call,

@@ -209,6 +209,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     );
 
     let gateway_list = gateway_urls(&cluster);
+    if gateway_list.is_empty() {
+        return Err(anyhow!("no member node is left to read the final state from"));
+    }
     final_reads(&history, &gateway_list).await;
     let appends = history.appends();
     let append_values = final_appends(&appends, &gateway_list).await;
@@ -246,12 +249,12 @@ fn write_json(path: &std::path::Path, value: &impl Serialize) -> anyhow::Result<
         .with_context(|| format!("write {}", path.display()))
 }
 
-fn gateway_urls(cluster: &Cluster) -> Vec<String> {
+fn gateway_urls(cluster: &Cluster) -> Vec<(u64, String)> {
     cluster
         .nodes
         .iter()
         .filter(|node| !node.retired)
-        .map(|node| node.url())
+        .map(|node| (node.id, node.url()))
         .collect()
 }
 
@@ -286,7 +289,7 @@ async fn wait_replicated(cluster: &Cluster, voters: usize) -> anyhow::Result<()>
 
 /// Reads every register key once more, linearizably, retrying until a definite
 /// answer; every attempt goes into the history.
-async fn final_reads(history: &Arc<History>, gateways: &[String]) {
+async fn final_reads(history: &Arc<History>, gateways: &[(u64, String)]) {
     let keys: BTreeSet<String> = history
         .operations()
         .into_iter()
@@ -296,11 +299,12 @@ async fn final_reads(history: &Arc<History>, gateways: &[String]) {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     for (index, key) in keys.into_iter().enumerate() {
         loop {
-            let gateway = &gateways[index % gateways.len().max(1)];
+            let (node, gateway) = &gateways[index % gateways.len().max(1)];
             let invoked_ns = history.now_ns();
             let outcome = workload::read(&http, gateway, &key).await;
             history.record(Operation {
                 client: FINAL_READER,
+                node: *node,
                 key: key.clone(),
                 call: Call::Read,
                 outcome,
@@ -320,7 +324,7 @@ async fn final_reads(history: &Arc<History>, gateways: &[String]) {
 /// acknowledged).
 async fn final_appends(
     appends: &[crate::history::Append],
-    gateways: &[String],
+    gateways: &[(u64, String)],
 ) -> HashMap<String, Option<Value>> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -333,7 +337,7 @@ async fn final_appends(
             async move {
                 let mut attempt = index;
                 loop {
-                    let gateway = &gateways[attempt % gateways.len().max(1)];
+                    let (_, gateway) = &gateways[attempt % gateways.len().max(1)];
                     if let Outcome::Ok(Answer::Read { value, .. }) =
                         workload::read(&http, gateway, &key).await
                     {

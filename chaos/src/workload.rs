@@ -82,7 +82,8 @@ pub fn register_key(number: u64) -> String {
 
 /// The gateways the clients may use, kept current by the runner as nodes come
 /// and go.
-pub type Gateways = Arc<RwLock<Vec<String>>>;
+/// Each is a node id and its gateway's base URL.
+pub type Gateways = Arc<RwLock<Vec<(u64, String)>>>;
 
 /// Runs the workload until `stop` is set; every operation lands in `history`.
 pub async fn run(
@@ -136,14 +137,14 @@ struct Client {
 impl Client {
     async fn run(mut self, stop: Arc<AtomicBool>) {
         while !stop.load(Ordering::Relaxed) {
-            let Some(gateway) = self.pick_gateway() else {
+            let Some((node, gateway)) = self.pick_gateway() else {
                 tokio::time::sleep(FAILURE_PAUSE).await;
                 continue;
             };
             let roll = self.rng.gen_range(0..100);
             let slot = self.rng.gen_range(0..self.keys.slots.len());
             let outcome = if roll < 15 {
-                self.append(&gateway).await
+                self.append(node, &gateway).await
             } else {
                 let key = self.keys.take(slot);
                 // A compare-and-set needs a state this client saw: a value with its
@@ -163,7 +164,7 @@ impl Client {
                     },
                     _ => Call::Read,
                 };
-                self.register(&gateway, key, call).await
+                self.register(node, &gateway, key, call).await
             };
             if outcome == Outcome::Failed {
                 tokio::time::sleep(FAILURE_PAUSE).await;
@@ -171,7 +172,7 @@ impl Client {
         }
     }
 
-    fn pick_gateway(&mut self) -> Option<String> {
+    fn pick_gateway(&mut self) -> Option<(u64, String)> {
         let gateways = self.gateways.read().ok()?;
         if gateways.is_empty() {
             return None;
@@ -185,7 +186,7 @@ impl Client {
         (u64::from(self.id) + 1) << 40 | self.next_value
     }
 
-    async fn register(&mut self, gateway: &str, key: String, call: Call) -> Outcome {
+    async fn register(&mut self, node: u64, gateway: &str, key: String, call: Call) -> Outcome {
         let invoked_ns = self.history.now_ns();
         let outcome = match call {
             Call::Read if self.stale_reads => {
@@ -225,6 +226,7 @@ impl Client {
         }
         self.history.record(Operation {
             client: self.id,
+            node,
             key,
             call,
             outcome,
@@ -234,7 +236,7 @@ impl Client {
         outcome
     }
 
-    async fn append(&mut self, gateway: &str) -> Outcome {
+    async fn append(&mut self, node: u64, gateway: &str) -> Outcome {
         let value = self.fresh_value();
         let key = format!("{APPEND_PREFIX}{:016x}", value);
         let outcome = write(&self.http, gateway, &key, value, Some(Condition::Absent)).await;
@@ -245,6 +247,7 @@ impl Client {
         };
         self.history.record_append(Append {
             client: self.id,
+            node,
             key,
             value,
             outcome,
