@@ -210,7 +210,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
 
     let gateway_list = gateway_urls(&cluster);
     if gateway_list.is_empty() {
-        return Err(anyhow!("no member node is left to read the final state from"));
+        return Err(anyhow!(
+            "no member node is left to read the final state from"
+        ));
     }
     final_reads(&history, &gateway_list).await;
     let appends = history.appends();

@@ -390,7 +390,7 @@ impl ShardStore {
             Err(KvError::Unavailable {
                 shard: self.shard,
                 reason: format!(
-                    "the write at revision {} was applied from a snapshot that already holds a later write of its key; it may or may not have taken effect",
+                    "the write at revision {} was applied from a snapshot that already holds a later write of its key; it may or may not have been applied",
                     revision.0
                 ),
                 retry_after_ms: 100,
