@@ -56,9 +56,13 @@ struct Arguments {
     #[arg(long)]
     stale_reads: bool,
     /// Where the nodes' data, logs, history.json and report.json go; a new
-    /// temporary directory when unset (kept, and printed).
+    /// temporary directory when unset (printed). After a passing run only the logs
+    /// and report.json stay (a long run's data takes gigabytes), unless --keep.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the nodes' data directories and history.json after a passing run too.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Network::Loopback => NetworkMode::Loopback,
         },
     };
+    let arguments_keep = arguments.keep;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -135,6 +140,9 @@ fn main() -> ExitCode {
         Ok(report) => {
             print!("{}", summary(&report));
             if report.passed() {
+                if !arguments_keep {
+                    remove_bulky_files(&report.directory);
+                }
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -143,6 +151,20 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: the run could not complete: {error:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Removes what only a failure's post-mortem needs: the nodes' data directories
+/// and the history. The logs and report.json stay.
+fn remove_bulky_files(directory: &std::path::Path) {
+    let _ = std::fs::remove_file(directory.join("history.json"));
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
