@@ -17,7 +17,7 @@ use mimori::daemon::{node_flags, ListenAddresses};
 use mimori_actors::ids::NodeId;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -398,11 +398,6 @@ impl Cluster {
             }
         }
         out
-    }
-
-    /// Where the nodes' files are.
-    pub fn directory(&self) -> &Path {
-        &self.options.directory
     }
 }
 

@@ -179,16 +179,13 @@ pub async fn inject(
     }
 }
 
-/// Per node, the peers it drops traffic to and from, for one partition; plus a
-/// description.
-#[allow(clippy::type_complexity)]
-fn partition_shape(
-    members: &[u64],
-    victim: u64,
-    rng: &mut StdRng,
-) -> (String, BTreeMap<u64, (BTreeSet<u64>, BTreeSet<u64>)>) {
+/// Per node, the peers it drops traffic to and the peers it drops traffic from.
+type Cuts = BTreeMap<u64, (BTreeSet<u64>, BTreeSet<u64>)>;
+
+/// The cuts of one partition, and a description.
+fn partition_shape(members: &[u64], victim: u64, rng: &mut StdRng) -> (String, Cuts) {
     let others: BTreeSet<u64> = members.iter().copied().filter(|&n| n != victim).collect();
-    let mut cuts: BTreeMap<u64, (BTreeSet<u64>, BTreeSet<u64>)> = BTreeMap::new();
+    let mut cuts = Cuts::new();
     match rng.gen_range(0..3) {
         0 => {
             cuts.insert(victim, (others.clone(), others.clone()));

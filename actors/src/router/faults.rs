@@ -25,24 +25,20 @@ impl Router {
         self.require_fault_injection()?;
         match target {
             ActorTarget::ShardReplica { shard } => self.kill_shard_replica(shard),
-            ActorTarget::Membership => match self.context().membership_actor.get() {
-                Some(actor) => {
-                    actor.kill();
-                    Ok(())
-                }
-                None => Err(KvError::InvalidInput(
-                    "the membership actor is restarting; try again".into(),
-                )),
-            },
-            ActorTarget::Transport => match self.context().registry.transport() {
-                Some(actor) => {
-                    actor.kill();
-                    Ok(())
-                }
-                None => Err(KvError::InvalidInput(
-                    "the transport is restarting; try again".into(),
-                )),
-            },
+            ActorTarget::Membership => kill(
+                self.context()
+                    .membership_actor
+                    .get()
+                    .map(|actor| actor.get_cell()),
+                "the membership actor",
+            ),
+            ActorTarget::Transport => kill(
+                self.context()
+                    .registry
+                    .transport()
+                    .map(|actor| actor.get_cell()),
+                "the transport",
+            ),
         }
     }
 
@@ -85,4 +81,12 @@ impl Router {
         });
         Ok(())
     }
+}
+
+/// Kills `actor`, or says it is being restarted (its slot is empty meanwhile).
+fn kill(actor: Option<ractor::ActorCell>, name: &str) -> Result<(), KvError> {
+    let actor =
+        actor.ok_or_else(|| KvError::InvalidInput(format!("{name} is restarting; try again")))?;
+    actor.kill();
+    Ok(())
 }
