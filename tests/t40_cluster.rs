@@ -398,6 +398,19 @@ async fn t45_no_quorum_answers_503_then_recovers() {
     }
     let stale = get(&client, &base, "quorum/key", true).await;
     assert_eq!(stale, Ok(Some(("before".to_string(), revision))));
+    phase("the survivor's /health names the shards without a leader");
+    let health = wait_not_serving(&client, &cluster.node(3).url("/health")).await;
+    let hosted = health["health"]["shards_hosted"].as_u64().expect("shards_hosted");
+    let listed: Vec<u64> = health["health"]["leaderless_shards"]
+        .as_array()
+        .expect("leaderless_shards")
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    assert_eq!(health["health"]["shards_without_leader"], hosted, "{health}");
+    assert_eq!(listed, (0..hosted.min(32)).collect::<Vec<_>>(), "{health}");
+    let detail = health["detail"].as_str().expect("detail");
+    assert!(detail.contains("(shards 0, 1, 2"), "{detail}");
     phase("restart nodes 1 and 2");
     for node in [1, 2] {
         cluster.node_mut(node).spawn();
@@ -417,6 +430,26 @@ async fn t45_no_quorum_answers_503_then_recovers() {
             Err(error) if Instant::now() < deadline => eprintln!("while recovering: {error}"),
             Err(error) => panic!("writes did not recover: {error}"),
         }
+    }
+}
+
+/// Polls `/health` until it answers 503 with every hosted shard leaderless (the
+/// survivor's replicas give up their leaders once they campaign); its body.
+async fn wait_not_serving(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client.get(url).send().await.expect("/health answers");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("/health is JSON");
+        let all = body["health"]["shards_without_leader"] == body["health"]["shards_hosted"];
+        if status == 503 && all {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health did not report every shard leaderless: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -318,4 +318,10 @@ pub struct Health {
     /// Shards this node holds a replica of.
     pub shards_hosted: u32,
     pub shards_without_leader: u32,
+    /// Which ones, at most [`LEADERLESS_LISTED_MAX`] of them (lowest first).
+    #[serde(default)]
+    pub leaderless_shards: Vec<u32>,
 }
+
+/// Shards without a leader that `Health` lists by id, at most.
+pub const LEADERLESS_LISTED_MAX: usize = 32;

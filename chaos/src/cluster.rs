@@ -278,6 +278,35 @@ impl Cluster {
         }
     }
 
+    /// Waits until every serving node sees every shard with `voters` replicas and a
+    /// leader.
+    pub async fn wait_replicated(&self, voters: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut settled = true;
+            for id in self.serving_ids() {
+                let info = match self.admin(id).await {
+                    Ok(mut admin) => admin.cluster_info().await.ok(),
+                    Err(_) => None,
+                };
+                settled &= info.is_some_and(|info| {
+                    info.shards
+                        .iter()
+                        .all(|shard| shard.leader.is_some() && shard.replicas.len() == voters)
+                });
+            }
+            if settled {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!(
+                    "the cluster did not replicate every shard within {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// SIGKILL: the process dies at once, without flushing anything.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.node_mut(id)?;
@@ -349,6 +378,22 @@ impl Cluster {
             .set_network_faults(&ids(drop_to), &ids(drop_from))
             .await
             .map_err(|error| anyhow!("cut the links of node {id}: {error}"))
+    }
+
+    /// Hides node `id`'s TCP closes from its peers (see [`Namespaces::hide_closes`]),
+    /// so killing it leaves half-open connections behind. Needs network namespaces.
+    pub fn hide_closes(&self, id: u64) -> anyhow::Result<()> {
+        let namespaces = self
+            .namespaces
+            .as_ref()
+            .ok_or_else(|| anyhow!("hiding closes needs network namespaces (root)"))?;
+        let peers = self
+            .nodes
+            .iter()
+            .map(|node| node.id)
+            .filter(|peer| *peer != id)
+            .collect();
+        namespaces.hide_closes(id, &peers)
     }
 
     /// Restores every link of node `id`.

@@ -176,6 +176,40 @@ impl Namespaces {
         Ok(())
     }
 
+    /// Makes node `id`'s closes vanish on the way to `peers`: the TCP FIN and RST
+    /// segments it sends them are dropped, as with a host that crashed behind a
+    /// firewall that drops what it does not know. A node killed then leaves
+    /// half-open connections on its peers. Until `heal`.
+    pub fn hide_closes(&self, id: u64, peers: &BTreeSet<u64>) -> anyhow::Result<()> {
+        let namespace = self.namespace(id);
+        for peer in peers {
+            let peer = self.address(*peer).to_string();
+            for flag in ["FIN", "RST"] {
+                run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &namespace,
+                        "iptables",
+                        "-A",
+                        "OUTPUT",
+                        "-d",
+                        &peer,
+                        "-p",
+                        "tcp",
+                        "--tcp-flags",
+                        flag,
+                        flag,
+                        "-j",
+                        "DROP",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes node `id`'s rules.
     pub fn heal(&self, id: u64) -> anyhow::Result<()> {
         let namespace = self.namespace(id);

@@ -120,7 +120,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         options.nodes,
     )
     .await?;
-    wait_replicated(&cluster, options.nodes.min(3) as usize).await?;
+    cluster
+        .wait_replicated(options.nodes.min(3) as usize, SETTLE_TIMEOUT)
+        .await?;
     println!(
         "chaos: cluster up on the {}; every shard replicated",
         cluster.network()
@@ -258,35 +260,6 @@ fn gateway_urls(cluster: &Cluster) -> Vec<(u64, String)> {
         .filter(|node| !node.retired)
         .map(|node| (node.id, node.url()))
         .collect()
-}
-
-/// Waits until every serving node sees every shard with `voters` replicas and a
-/// leader.
-async fn wait_replicated(cluster: &Cluster, voters: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let mut settled = true;
-        for id in cluster.serving_ids() {
-            let info = match cluster.admin(id).await {
-                Ok(mut admin) => admin.cluster_info().await.ok(),
-                Err(_) => None,
-            };
-            settled &= info.is_some_and(|info| {
-                info.shards
-                    .iter()
-                    .all(|shard| shard.leader.is_some() && shard.replicas.len() == voters)
-            });
-        }
-        if settled {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(anyhow!(
-                "the cluster did not replicate every shard within {SETTLE_TIMEOUT:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Reads every register key once more, linearizably, retrying until a definite

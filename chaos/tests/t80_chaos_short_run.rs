@@ -7,28 +7,14 @@
 //! the faults heal. `MIMORI_CHAOS_SEED` picks another seed; a failure prints the
 //! seed and keeps the nodes' files for the post-mortem.
 
+mod common;
+
+use common::mimorid;
 use mimori_chaos::cluster::NetworkMode;
 use mimori_chaos::nemesis::{FaultKind, Pacing};
 use mimori_chaos::report::summary;
 use mimori_chaos::runner::{run, RunOptions};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// The debug `mimorid` the suite's build produced (next to this test's directory).
-fn mimorid() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join("mimorid");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the workspace's binaries first (./scripts/test does)",
-        binary.display()
-    );
-    binary
-}
 
 /// The two runs take turns: two clusters at once would swamp two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -443,6 +443,15 @@ pub fn health_table(health: &Health) -> String {
             "shards_without_leader",
             health.shards_without_leader.to_string(),
         ),
+        (
+            "leaderless_shards",
+            if health.leaderless_shards.is_empty() {
+                "none".to_string()
+            } else {
+                let ids: Vec<String> = health.leaderless_shards.iter().map(u32::to_string).collect();
+                ids.join(",")
+            },
+        ),
     ])
 }
 

@@ -25,6 +25,21 @@ struct HealthBody<'a> {
     health: &'a Health,
 }
 
+/// `" (shards 3, 7)"`: the leaderless shards `health` lists, `...` when it does not
+/// list them all.
+fn leaderless_list(health: &Health) -> String {
+    if health.leaderless_shards.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = health.leaderless_shards.iter().map(u32::to_string).collect();
+    let more = if (ids.len() as u32) < health.shards_without_leader {
+        ", ..."
+    } else {
+        ""
+    };
+    format!(" (shards {}{more})", ids.join(", "))
+}
+
 /// `GET /health`.
 pub async fn health(State(state): State<GatewayState>) -> Result<Response, Problem> {
     let health = state.kernel().health().await;
@@ -33,8 +48,10 @@ pub async fn health(State(state): State<GatewayState>) -> Result<Response, Probl
         return Err(Problem::new(
             "not_serving",
             format!(
-                "{} of {} local shards have no known leader",
-                health.shards_without_leader, health.shards_total
+                "{} of {} local shards have no known leader{}",
+                health.shards_without_leader,
+                health.shards_total,
+                leaderless_list(&health)
             ),
         )
         .with_retry_after_seconds(state.options().retry_after_seconds)

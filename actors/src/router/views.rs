@@ -6,7 +6,7 @@ use super::Router;
 use crate::ids::NodeId;
 use crate::kv::{
     ClusterInfo, Health, KvError, NodeInfo, NodeStatus, ShardChecksum, ShardInfo, TransportStats,
-    WalStats,
+    WalStats, LEADERLESS_LISTED_MAX,
 };
 use crate::log_writer::LogWriterMsg;
 use crate::node::registry::ShardSlot;
@@ -186,10 +186,12 @@ impl Router {
             .iter()
             .filter(|slot| slot.is_hosted())
             .collect();
-        let without_leader = hosted
+        let leaderless: Vec<u32> = hosted
             .iter()
             .filter(|slot| slot.actor().is_none() || slot.gauges.leader().is_none())
-            .count() as u32;
+            .map(|slot| slot.shard.0)
+            .collect();
+        let without_leader = leaderless.len() as u32;
         Health {
             serving: without_leader == 0
                 && registry.log_writer().is_some()
@@ -199,6 +201,7 @@ impl Router {
             shards_total: registry.shard_count(),
             shards_hosted: hosted.len() as u32,
             shards_without_leader: without_leader,
+            leaderless_shards: leaderless.into_iter().take(LEADERLESS_LISTED_MAX).collect(),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::shard::replica::SnapshotAck;
 use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus};
 use ractor_cluster::NodeServerMessage;
 use raft::eraftpb::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ const METADATA_RESEND_INTERVAL: Duration = Duration::from_secs(1);
 const CALLS_PENDING_MAX: usize = 65_536;
 /// Requests from peers being executed here at once, at most; more are refused.
 const REQUESTS_RUNNING_MAX: usize = 16_384;
+/// Sessions remembered as closed, at most (a close takes a moment to be processed).
+const CLOSED_SESSIONS_MAX: usize = 64;
 
 pub struct TransportArgs {
     pub node_id: NodeId,
@@ -65,6 +67,9 @@ pub struct TransportState {
     peers: HashMap<NodeId, Peer>,
     /// The live reference to each peer's Transport, when a session exists.
     remotes: HashMap<NodeId, ActorRef<TransportMsg>>,
+    /// ractor_cluster sessions (by their node id) closed as dead, newest last: their
+    /// remote actors may look alive until the close is processed.
+    closed_sessions: VecDeque<u64>,
     calls: HashMap<u64, PendingCall>,
     next_call: u64,
     /// Requests from peers being executed.
@@ -99,6 +104,7 @@ impl Actor for TransportActor {
             inbox: None,
             peers: HashMap::new(),
             remotes: HashMap::new(),
+            closed_sessions: VecDeque::new(),
             calls: HashMap::new(),
             next_call: 0,
             requests_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -292,15 +298,69 @@ impl TransportState {
             }
             self.remotes.remove(&node);
         }
+        // The newest session first: ractor_cluster numbers sessions in order.
         let cell = ractor::pg::get_members(&group_name(node))
             .into_iter()
-            .filter(|cell| !cell.get_id().is_local() && cell.get_status() == ActorStatus::Running)
-            .max_by_key(|cell| cell.get_id().pid())?;
+            .filter(|cell| {
+                let id = cell.get_id();
+                !id.is_local()
+                    && cell.get_status() == ActorStatus::Running
+                    && !self.closed_sessions.contains(&id.node())
+            })
+            .max_by_key(|cell| (cell.get_id().node(), cell.get_id().pid()))?;
         let remote: ActorRef<TransportMsg> = cell.into();
         tracing::debug!(peer = node.0, actor = ?remote.get_id(), "peer transport found");
         self.remotes.insert(node, remote.clone());
-        self.peer(node).reset_session();
+        self.peer(node).reset_session(Instant::now());
         Some(remote)
+    }
+
+    /// Closes sessions that carried nothing from their peer for
+    /// [`SESSION_SILENCE_MAX`](super::peer::SESSION_SILENCE_MAX): a half-open
+    /// connection to a peer that crashed would otherwise stay, and make
+    /// ractor_cluster refuse the restarted peer's connections, until TCP gives up.
+    /// Links cut by the fault hook are silent on purpose and keep their session.
+    fn close_silent_sessions(&mut self, now: Instant) {
+        let silent: Vec<NodeId> = self
+            .remotes
+            .keys()
+            .copied()
+            .filter(|node| {
+                !self.faults.drops_from(*node)
+                    && !self.faults.drops_to(*node)
+                    && self
+                        .peers
+                        .get(node)
+                        .is_some_and(|peer| peer.session_silent(now))
+            })
+            .collect();
+        for node in silent {
+            let Some(remote) = self.remotes.remove(&node) else {
+                continue;
+            };
+            self.peer(node).session_closed(now);
+            let session = remote.get_id().node();
+            tracing::warn!(
+                peer = node.0,
+                session,
+                "nothing heard from the peer on its session; closing it so the peer can reconnect"
+            );
+            if self.closed_sessions.len() >= CLOSED_SESSIONS_MAX {
+                self.closed_sessions.pop_front();
+            }
+            self.closed_sessions.push_back(session);
+            let node_server = self.node_server.clone();
+            tokio::spawn(async move {
+                let sessions = ractor::call!(node_server, NodeServerMessage::GetSessions);
+                match sessions
+                    .ok()
+                    .and_then(|sessions| sessions.get(&session).cloned())
+                {
+                    Some(info) => info.actor.stop(Some("peer silent".to_string())),
+                    None => tracing::debug!(session, "silent session already gone"),
+                }
+            });
+        }
     }
 
     /// Sends every peer's queued items as frames.
@@ -364,6 +424,7 @@ impl TransportState {
                 }
             }
         }
+        self.close_silent_sessions(now);
         let nodes: Vec<NodeId> = self.peers.keys().copied().collect();
         for node in &nodes {
             let connected = self.remote(*node).is_some();
@@ -467,7 +528,9 @@ impl TransportState {
         let instance = self.instance;
         let restarted = self.peer(from).received(&frame, instance, now);
         if restarted {
+            // It may speak through a newer session than the one cached: look again.
             tracing::debug!(peer = from.0, "peer transport (re)started");
+            self.remotes.remove(&from);
         }
         self.reconcile_metadata(from, frame.metadata_revision, now);
         // Raft messages go to each replica in one mailbox message per frame.

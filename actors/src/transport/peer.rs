@@ -37,6 +37,13 @@ pub const OUTBOX_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// A peer not heard from for this long is reported unreachable: calls to it fail
 /// at once instead of waiting for their timeout.
 pub const SILENCE_MAX: Duration = Duration::from_secs(3);
+/// A session this silent is taken as dead and closed, so that the peer can connect
+/// again. Peers send a frame at least every 500 ms, so this is many missed
+/// keepalives. A peer that crashed where its close never reached us (a host gone,
+/// a firewall dropping the reset) leaves a half-open connection that ractor_cluster
+/// keeps until TCP gives up, minutes later, refusing the restarted peer's new
+/// connections as duplicates of it meanwhile.
+pub const SESSION_SILENCE_MAX: Duration = Duration::from_secs(5);
 /// First and longest wait between dial attempts.
 pub const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -76,6 +83,8 @@ pub struct Peer {
     /// A keepalive (or a pending acknowledgement at a tick) is due.
     frame_owed: bool,
     pub last_heard: Option<Instant>,
+    /// When the current session to the peer was found (none without a session).
+    session_since: Option<Instant>,
     /// Gossip declared the peer down: nothing is sent to it, calls to it fail at
     /// once and it is not dialed, until gossip sees it up again.
     pub gossip_down: bool,
@@ -110,6 +119,7 @@ impl Peer {
             unacknowledged: 0,
             frame_owed: false,
             last_heard: None,
+            session_since: None,
             gossip_down: false,
             dropped_total: 0,
             metadata_sent: None,
@@ -208,8 +218,28 @@ impl Peer {
 
     /// The peer's session changed (a new connection): nothing sent before will be
     /// acknowledged, so the in-flight window starts empty.
-    pub fn reset_session(&mut self) {
+    pub fn reset_session(&mut self, now: Instant) {
         self.in_flight.clear();
+        self.session_since = Some(now);
+    }
+
+    /// Whether the current session has carried nothing from the peer for
+    /// [`SESSION_SILENCE_MAX`] (counted from when it was found, if later).
+    pub fn session_silent(&self, now: Instant) -> bool {
+        let Some(since) = self.session_since else {
+            return false;
+        };
+        let heard = self.last_heard.map_or(since, |heard| heard.max(since));
+        now.duration_since(heard) > SESSION_SILENCE_MAX
+    }
+
+    /// The session was closed (found dead): the next one starts afresh, and the
+    /// peer is dialed at once.
+    pub fn session_closed(&mut self, now: Instant) {
+        self.in_flight.clear();
+        self.session_since = None;
+        self.dial.next_attempt = now;
+        self.dial.backoff = DIAL_BACKOFF_MIN;
     }
 
     /// Drops queued Raft messages (the peer is unreachable); returns how many.
@@ -483,5 +513,37 @@ mod tests {
         );
         assert!(peer.is_reachable(now));
         assert!(!peer.is_reachable(now + SILENCE_MAX * 2));
+    }
+
+    /// Proves when a session counts as dead: nothing heard on it for
+    /// SESSION_SILENCE_MAX, counted from when it was found if that is later than the
+    /// last frame; and a closed session is not silent (there is none) and is
+    /// redialed at once.
+    #[test]
+    fn a_session_is_dead_after_silence() {
+        let now = Instant::now();
+        let mut peer = Peer::new(NodeId(2), now);
+        assert!(
+            !peer.session_silent(now + SESSION_SILENCE_MAX * 2),
+            "no session"
+        );
+        peer.received(&ack(3, 0, 7), 7, now);
+        let found = now + SESSION_SILENCE_MAX * 3;
+        peer.reset_session(found);
+        assert!(
+            !peer.session_silent(found + SESSION_SILENCE_MAX),
+            "a new session gets its own time, whatever was heard before"
+        );
+        let silent = found + SESSION_SILENCE_MAX + Duration::from_millis(1);
+        assert!(peer.session_silent(silent));
+        peer.received(&ack(3, 0, 7), 7, silent);
+        assert!(
+            !peer.session_silent(silent + SESSION_SILENCE_MAX),
+            "heard again"
+        );
+        peer.dial.next_attempt = silent + DIAL_BACKOFF_MAX;
+        peer.session_closed(silent);
+        assert!(!peer.session_silent(silent + SESSION_SILENCE_MAX * 9));
+        assert_eq!(peer.dial.next_attempt, silent, "redialed at once");
     }
 }
