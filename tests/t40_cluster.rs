@@ -400,14 +400,19 @@ async fn t45_no_quorum_answers_503_then_recovers() {
     assert_eq!(stale, Ok(Some(("before".to_string(), revision))));
     phase("the survivor's /health names the shards without a leader");
     let health = wait_not_serving(&client, &cluster.node(3).url("/health")).await;
-    let hosted = health["health"]["shards_hosted"].as_u64().expect("shards_hosted");
+    let hosted = health["health"]["shards_hosted"]
+        .as_u64()
+        .expect("shards_hosted");
     let listed: Vec<u64> = health["health"]["leaderless_shards"]
         .as_array()
         .expect("leaderless_shards")
         .iter()
         .filter_map(serde_json::Value::as_u64)
         .collect();
-    assert_eq!(health["health"]["shards_without_leader"], hosted, "{health}");
+    assert_eq!(
+        health["health"]["shards_without_leader"], hosted,
+        "{health}"
+    );
     assert_eq!(listed, (0..hosted.min(32)).collect::<Vec<_>>(), "{health}");
     let detail = health["detail"].as_str().expect("detail");
     assert!(detail.contains("(shards 0, 1, 2"), "{detail}");

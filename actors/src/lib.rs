@@ -16,6 +16,7 @@ pub mod kv;
 pub mod log_writer;
 pub mod membership;
 pub mod metadata;
+pub mod metrics;
 pub mod node;
 pub mod router;
 pub mod shard;

@@ -448,7 +448,11 @@ pub fn health_table(health: &Health) -> String {
             if health.leaderless_shards.is_empty() {
                 "none".to_string()
             } else {
-                let ids: Vec<String> = health.leaderless_shards.iter().map(u32::to_string).collect();
+                let ids: Vec<String> = health
+                    .leaderless_shards
+                    .iter()
+                    .map(u32::to_string)
+                    .collect();
                 ids.join(",")
             },
         ),

@@ -31,7 +31,11 @@ fn leaderless_list(health: &Health) -> String {
     if health.leaderless_shards.is_empty() {
         return String::new();
     }
-    let ids: Vec<String> = health.leaderless_shards.iter().map(u32::to_string).collect();
+    let ids: Vec<String> = health
+        .leaderless_shards
+        .iter()
+        .map(u32::to_string)
+        .collect();
     let more = if (ids.len() as u32) < health.shards_without_leader {
         ", ..."
     } else {

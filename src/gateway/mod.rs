@@ -14,6 +14,7 @@
 //! | `/v1/docs/{collection}/{id}` | GET PUT DELETE | `docs`: JSON objects |
 //! | `/v1/docs/{collection}` | GET (list) POST (create with a server-assigned id) | `docs` |
 //! | `/health`, `/v1/cluster`, `/v1/status` | GET | `cluster` |
+//! | `/metrics` | GET | `metrics`: Prometheus text format |
 //!
 //! Invariants:
 //! - Every error response, including unknown routes (404 `route_not_found`), wrong
@@ -33,13 +34,14 @@ mod conditions;
 mod docs;
 mod encoding;
 mod kv;
+mod metrics;
 mod problem;
 mod query;
 mod reply;
 
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -49,6 +51,7 @@ use mimori_actors::router::Router;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Tunables of the gateway. The kernel's own limits (key size, scan page size) come
 /// from [`Router::limits`] and are not repeated here.
@@ -105,6 +108,8 @@ struct GatewayShared {
     options: GatewayOptions,
     /// Requests currently admitted; never above `options.requests_in_flight_max`.
     in_flight: AtomicU32,
+    /// Requests answered and refused, for `/metrics`.
+    metrics: metrics::GatewayMetrics,
 }
 
 impl GatewayState {
@@ -117,6 +122,7 @@ impl GatewayState {
                 limits,
                 options,
                 in_flight: AtomicU32::new(0),
+                metrics: metrics::GatewayMetrics::new(),
             }),
         }
     }
@@ -134,6 +140,11 @@ impl GatewayState {
     /// The gateway's options.
     pub fn options(&self) -> &GatewayOptions {
         &self.inner.options
+    }
+
+    /// The gateway's request figures.
+    fn metrics(&self) -> &metrics::GatewayMetrics {
+        &self.inner.metrics
     }
 
     /// Requests currently inside the handlers (for metrics and tests).
@@ -180,6 +191,7 @@ pub fn router(state: GatewayState) -> axum::Router {
         .route("/health", get(cluster::health))
         .route("/v1/cluster", get(cluster::cluster_info))
         .route("/v1/status", get(cluster::status))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/kv", get(kv::scan))
         // A catch-all needs at least one character, so the empty key gets its own
         // route to answer 400 instead of 404.
@@ -230,18 +242,31 @@ pub async fn serve(
 }
 
 /// Admission control: refuses the request with 503 `overloaded` when the in-flight
-/// bound is reached, instead of queueing it.
+/// bound is reached, instead of queueing it. Every answer is counted for
+/// `/metrics` by route template, method and status.
 async fn admit(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
-    let Some(_admission) = state.try_admit() else {
-        let maximum = state.options().requests_in_flight_max;
-        return Problem::new(
-            "overloaded",
-            format!("the node already has {maximum} requests in flight; retry later"),
-        )
-        .with_retry_after_seconds(state.options().retry_after_seconds)
-        .into_response();
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let response = match state.try_admit() {
+        Some(_admission) => next.run(request).await,
+        None => {
+            state.metrics().record_rejection();
+            let maximum = state.options().requests_in_flight_max;
+            Problem::new(
+                "overloaded",
+                format!("the node already has {maximum} requests in flight; retry later"),
+            )
+            .with_retry_after_seconds(state.options().retry_after_seconds)
+            .into_response()
+        }
     };
-    next.run(request).await
+    let seconds = started.elapsed().as_secs_f64();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state
+        .metrics()
+        .record(route, &method, response.status(), seconds);
+    response
 }
 
 async fn route_not_found(request: Request) -> Problem {

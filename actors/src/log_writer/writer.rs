@@ -16,6 +16,7 @@
 
 use crate::ids::GroupId;
 use crate::kv::WalStats;
+use crate::metrics::NodeMetrics;
 use crate::storage::raft_log::GroupLog;
 use crate::storage::wal::{SegmentId, Wal, WalError, RECORD_PAYLOAD_BYTES_MAX};
 use crate::storage::wal_record::{
@@ -23,6 +24,8 @@ use crate::storage::wal_record::{
     WalRecord, RECORD_FORMAT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Entries of one group go into records of at most this many payload bytes, well
 /// below the WAL's record limit.
@@ -53,11 +56,18 @@ pub struct WalWriter {
     stats: WalStats,
     /// Reused encoding buffer.
     scratch: Vec<u8>,
+    /// Where fsync latencies and batch sizes are recorded.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl WalWriter {
     /// Wraps an opened WAL and the logs recovered from it.
-    pub fn new(wal: Wal, segment_bytes_max: u64, recovered: &RecoveredLogs) -> WalWriter {
+    pub fn new(
+        wal: Wal,
+        segment_bytes_max: u64,
+        recovered: &RecoveredLogs,
+        metrics: Arc<NodeMetrics>,
+    ) -> WalWriter {
         let groups = recovered
             .logs
             .iter()
@@ -71,6 +81,7 @@ impl WalWriter {
             compaction_segment: recovered.compaction_segment.clone(),
             stats: WalStats::default(),
             scratch: Vec::with_capacity(1 << 20),
+            metrics,
         };
         writer.refresh_file_stats();
         writer
@@ -91,7 +102,12 @@ impl WalWriter {
             compacted_any |= write.compacted.is_some();
             self.append_write(write)?;
         }
+        let sync_started = Instant::now();
         self.wal.sync()?;
+        self.metrics
+            .wal_fsync_duration_seconds
+            .observe(sync_started.elapsed().as_secs_f64());
+        self.metrics.wal_batch_writes.observe(writes.len() as f64);
         self.stats.fsyncs_total += 1;
         if compacted_any {
             self.remove_obsolete_segments()?;
@@ -307,7 +323,12 @@ mod tests {
             preallocate: true,
         };
         let (wal, _) = Wal::open(dir.path(), options).unwrap();
-        let mut writer = WalWriter::new(wal, segment_bytes_max, &RecoveredLogs::default());
+        let mut writer = WalWriter::new(
+            wal,
+            segment_bytes_max,
+            &RecoveredLogs::default(),
+            Arc::default(),
+        );
         for index in 1..=400u64 {
             writer
                 .write_batch(&[entry_write(1, index), entry_write(2, index)])

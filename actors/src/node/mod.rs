@@ -28,6 +28,7 @@ use crate::membership::packet::PacketKey;
 use crate::membership::seed_probe::ProbeReply;
 use crate::membership::status::MembershipStatus;
 use crate::metadata::{ClusterMetadata, NodeRecord, NodeState, REPLICATION_FACTOR_DEFAULT};
+use crate::metrics::NodeMetrics;
 use crate::router::{Router, RouterContext};
 use crate::shard::ReplicaOptions;
 use crate::storage::state_machine::StateMachineDb;
@@ -272,6 +273,8 @@ impl Node {
 
         let sled_cache_bytes = options.sled_cache_bytes;
         let segment_bytes_max = options.wal_segment_bytes;
+        let metrics = Arc::new(NodeMetrics::new());
+        let writer_metrics = Arc::clone(&metrics);
         let (db, writer, recovered) = tokio::task::spawn_blocking(move || {
             let db = StateMachineDb::open(&state_dir, sled_cache_bytes)
                 .map_err(|error| format!("state machine: {error}"))?;
@@ -295,7 +298,7 @@ impl Node {
             }
             recovered.finish()?;
             tracing::info!(?recovery, groups = recovered.logs.len(), "WAL recovered");
-            let writer = WalWriter::new(wal, segment_bytes_max, &recovered);
+            let writer = WalWriter::new(wal, segment_bytes_max, &recovered, writer_metrics);
             Ok::<_, String>((db, writer, recovered))
         })
         .await
@@ -307,7 +310,12 @@ impl Node {
             .map(|shard| db.shard(ShardId(shard)).map(|(store, _)| store))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| storage(error.to_string()))?;
-        let registry = Arc::new(ShardRegistry::new(db, stores, Arc::clone(&transport)));
+        let registry = Arc::new(ShardRegistry::new(
+            db,
+            stores,
+            Arc::clone(&transport),
+            metrics,
+        ));
         let router = Router::new(RouterContext {
             node_id: options.node_id,
             cluster_id: identity.cluster_id.clone(),

@@ -7,6 +7,7 @@
 
 use crate::ids::{NodeId, ShardId};
 use crate::log_writer::LogWriterMsg;
+use crate::metrics::NodeMetrics;
 use crate::shard::{ShardGauges, ShardReplicaMsg};
 use crate::storage::state_machine::{ShardStore, StateMachineDb};
 use crate::transport::TransportMsg;
@@ -144,6 +145,8 @@ pub struct ShardRegistry {
     snapshots_sent_total: AtomicU64,
     /// Snapshots installed by local replicas since the node started.
     snapshots_installed_total: AtomicU64,
+    /// Histograms and byte counts recorded as things happen (for `/metrics`).
+    pub metrics: Arc<NodeMetrics>,
     /// Set by the WAL writer after a failed write or sync: nothing can be made
     /// durable any more, so the node does not serve.
     pub wal_failed: Arc<AtomicBool>,
@@ -154,6 +157,7 @@ impl ShardRegistry {
         db: StateMachineDb,
         stores: Vec<ShardStore>,
         transport: TransportSlot,
+        metrics: Arc<NodeMetrics>,
     ) -> ShardRegistry {
         let slots = stores
             .into_iter()
@@ -177,6 +181,7 @@ impl ShardRegistry {
             checkpoints_total: AtomicU64::new(0),
             snapshots_sent_total: AtomicU64::new(0),
             snapshots_installed_total: AtomicU64::new(0),
+            metrics,
             wal_failed: Arc::new(AtomicBool::new(false)),
         }
     }

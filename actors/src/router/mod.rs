@@ -26,7 +26,10 @@ mod faults;
 mod forward;
 mod local;
 pub mod metadata;
+mod metrics;
 mod views;
+
+pub use metrics::ShardFigures;
 
 use crate::command::Command;
 use crate::faults::NetworkFaults;

@@ -17,7 +17,7 @@ use crate::ids::{GroupId, NodeId, ShardId};
 use crate::log_writer::{LogWriterHandle, WalJob};
 use crate::node::registry::ShardRegistry;
 use crate::storage::raft_log::GroupLog;
-use crate::storage::snapshot::SnapshotSource;
+use crate::storage::snapshot::{SnapshotPair, SnapshotSource};
 use crate::transport::wire::SNAPSHOT_CHUNK_BYTES_MAX;
 use crate::transport::TransportMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -159,6 +159,12 @@ impl Actor for ShardReplicaActor {
                 wants_drive = state.replica.has_ready();
             }
             ShardReplicaMsg::SnapshotChunk { from, chunk } => {
+                let bytes = pairs_bytes(&chunk.pairs);
+                state
+                    .registry
+                    .metrics
+                    .snapshot_received_bytes_total
+                    .inc_by(bytes);
                 effects = state.replica.receive_snapshot_chunk(from, chunk)?;
             }
             ShardReplicaMsg::SnapshotSent { to, delivered } => {
@@ -302,6 +308,7 @@ async fn stream_snapshot(
             source = returned;
             let pairs = pairs.map_err(|error| error.to_string())?;
             let last = pairs.is_none() || finished;
+            let bytes = pairs.as_deref().map_or(0, pairs_bytes);
             let chunk = SnapshotChunk {
                 stream,
                 sequence,
@@ -318,6 +325,7 @@ async fn stream_snapshot(
             if !ack.accepted || ack.sequence != sequence {
                 return Err(format!("chunk {sequence} refused by the receiver"));
             }
+            registry.metrics.snapshot_sent_bytes_total.inc_by(bytes);
             if last {
                 return Ok(());
             }
@@ -327,4 +335,12 @@ async fn stream_snapshot(
     .await;
     let _ = transport.send_message(TransportMsg::ForgetSnapshotStream { stream });
     outcome
+}
+
+/// Key and value bytes of a snapshot chunk's pairs.
+fn pairs_bytes(pairs: &[SnapshotPair]) -> u64 {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.len() + value.len()) as u64)
+        .sum()
 }

@@ -25,6 +25,33 @@ pub struct ShardGauges {
     /// On a leader: how many entries the furthest-behind member lacks (refreshed
     /// every few ticks).
     replication_lag: AtomicU64,
+    /// Cumulative counters of this shard's replica on this node (for `/metrics`).
+    pub counters: ShardCounters,
+}
+
+/// What a replica counts as it runs, since the node started. Its slot outlives
+/// replica restarts, so the counts only grow.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// Proposals this replica handed to Raft (a follower's go on to its leader).
+    pub proposals_total: AtomicU64,
+    /// Committed entries handed to the state machine.
+    pub entries_committed_total: AtomicU64,
+    /// Entries appended to the local log (to be made durable), and their bytes.
+    pub log_entries_appended_total: AtomicU64,
+    pub log_bytes_appended_total: AtomicU64,
+    /// Times the known leader changed.
+    pub leader_changes_total: AtomicU64,
+}
+
+impl ShardCounters {
+    pub(crate) fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 impl ShardGauges {

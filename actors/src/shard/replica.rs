@@ -34,7 +34,7 @@ use super::membership::{self, GroupView, MemberProgress, MembershipChange};
 use crate::command::Command;
 use crate::ids::{GroupId, NodeId, Revision, ShardId};
 use crate::kv::KvError;
-use crate::shard::gauges::ShardGauges;
+use crate::shard::gauges::{ShardCounters, ShardGauges};
 use crate::storage::raft_log::{GroupLog, LogPosition};
 use crate::storage::snapshot::{
     SnapshotPair, SnapshotPosition, SnapshotSource, SnapshotStaging, StagedSnapshot,
@@ -539,6 +539,7 @@ impl ShardReplica {
         context.extend_from_slice(&self.next_proposal.to_be_bytes());
         match self.raw.propose(context, command.encode()) {
             Ok(()) => {
+                ShardCounters::add(&self.gauges.counters.proposals_total, 1);
                 self.proposals.insert(
                     self.next_proposal,
                     Waiting {
@@ -994,6 +995,9 @@ impl ShardReplica {
                 .set_leader(soft_state.leader_id, self.raw.raft.term);
             let is_leader = soft_state.raft_state == StateRole::Leader;
             let leader_changed = soft_state.leader_id != self.leader_seen;
+            if leader_changed {
+                ShardCounters::add(&self.gauges.counters.leader_changes_total, 1);
+            }
             self.leader_seen = soft_state.leader_id;
             if self.was_leader && !is_leader {
                 self.fail_waiters_on_leadership_loss();
@@ -1017,9 +1021,18 @@ impl ShardReplica {
             });
         }
         let committed = ready.take_committed_entries();
+        let counters = &self.gauges.counters;
+        ShardCounters::add(&counters.entries_committed_total, committed.len() as u64);
         self.apply(committed)?;
 
         let entries = ready.take_entries();
+        let counters = &self.gauges.counters;
+        ShardCounters::add(&counters.log_entries_appended_total, entries.len() as u64);
+        let bytes: usize = entries
+            .iter()
+            .map(|entry| entry.get_data().len() + entry.get_context().len())
+            .sum();
+        ShardCounters::add(&counters.log_bytes_appended_total, bytes as u64);
         let hard_state = ready.hs().cloned();
         // Term and vote must be durable before anything depends on them; a new commit
         // index alone need not be (recovery takes it from the applied index), so such

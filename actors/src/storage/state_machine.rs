@@ -120,6 +120,11 @@ impl StateMachineDb {
         })
     }
 
+    /// Bytes sled's files take on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Makes everything applied so far durable: sled flush, then `sync_all` on every
     /// file and directory of the database (sled's flush alone is not an fsync).
     pub fn make_durable(&self) -> Result<(), StoreError> {
