@@ -6,6 +6,7 @@
 //! turning `MIMORI_FIELD_NAME=value` into the TOML `field_name = value`, so the TOML
 //! file, the environment and the flags accept exactly the same names and types.
 
+use crate::logs::LogFormat;
 use mimori_actors::ids::NodeId;
 use mimori_actors::kv::{Limits, NodeAddresses};
 use mimori_actors::membership::actor::GossipTiming;
@@ -82,6 +83,8 @@ pub struct Config {
     pub fault_injection: bool,
     /// Log filter (`info`, `debug`, `mimori_actors=debug,info`, ...).
     pub log: String,
+    /// How log lines are written to stderr: `text` or `json`.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -120,6 +123,7 @@ impl Default for Config {
             rebalance_moves_max: kernel.rebalance.moves_max as u32,
             fault_injection: false,
             log: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -159,6 +163,7 @@ pub struct ConfigLayer {
     pub rebalance_moves_max: Option<u32>,
     pub fault_injection: Option<bool>,
     pub log: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// A configuration that cannot be used, with the source and field to fix.
@@ -300,6 +305,7 @@ impl Config {
             rebalance_moves_max,
             fault_injection,
             log,
+            log_format,
         );
         if layer.admin_token.is_some() {
             self.admin_token = layer.admin_token;

@@ -7,6 +7,7 @@
 use crate::admin::server::AdminServerOptions;
 use crate::config::{Config, ConfigError, ConfigLayer};
 use crate::gateway::GatewayOptions;
+use crate::logs::LogFormat;
 use clap::Parser;
 use mimori_actors::node::{Node, NodeError};
 use std::net::SocketAddr;
@@ -109,9 +110,12 @@ pub struct Flags {
     /// Token admin clients must present (unset: no auth)
     #[arg(long)]
     pub admin_token: Option<String>,
-    /// Log filter, e.g. info or mimori_actors=debug,info [default: info]
+    /// Log filter, e.g. info or mimori_actors=debug,info (RUST_LOG wins) [default: info]
     #[arg(long)]
     pub log: Option<String>,
+    /// How log lines are written to stderr [default: text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 impl Flags {
@@ -130,6 +134,7 @@ impl Flags {
             cluster_secret: self.cluster_secret.clone(),
             admin_token: self.admin_token.clone(),
             log: self.log.clone(),
+            log_format: self.log_format,
             ..Default::default()
         }
     }

@@ -10,4 +10,5 @@ pub mod dbctl;
 pub mod demo;
 pub mod error_code;
 pub mod gateway;
+pub mod logs;
 pub mod ports;

@@ -18,6 +18,7 @@ use super::protocol::{
     WriteCondition, ADMIN_PROTOCOL_VERSION, FRAME_BYTES_MAX_DEFAULT,
 };
 use crate::error_code;
+use crate::logs::LogPage;
 use bytes::Bytes;
 use mimori_actors::ids::{NodeId, Revision, ShardId};
 use mimori_actors::kv::{
@@ -466,6 +467,19 @@ impl AdminClient {
         }
     }
 
+    /// The node's recent log lines: the last `limit`, or with `after`, the first
+    /// `limit` written after that sequence.
+    pub async fn logs(
+        &mut self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, AdminClientError> {
+        match self.request(AdminRequest::Logs { after, limit }).await? {
+            AdminResponse::Logs { page } => Ok(page),
+            other => Err(self.unexpected("logs", &other)),
+        }
+    }
+
     /// Fault injection: kills one of the node's actors (the node must run with
     /// `fault_injection`).
     pub async fn kill_actor(&mut self, target: ActorTarget) -> Result<(), AdminClientError> {
@@ -554,6 +568,7 @@ fn response_kind(response: &AdminResponse) -> &'static str {
         AdminResponse::LeaderTransferred { .. } => "leader_transferred",
         AdminResponse::ShardChecksums { .. } => "shard_checksums",
         AdminResponse::NodeActionApplied { .. } => "node_action_applied",
+        AdminResponse::Logs { .. } => "logs",
         AdminResponse::Error { .. } => "error",
     }
 }

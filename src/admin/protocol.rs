@@ -22,6 +22,7 @@
 //! - The protocol version is carried once, in `Hello`; a change to any type in this
 //!   file that an old peer cannot decode must bump [`ADMIN_PROTOCOL_VERSION`].
 
+use crate::logs::LogPage;
 pub use mimori_actors::faults::ActorTarget;
 use mimori_actors::ids::Revision;
 use mimori_actors::kv::{ClusterInfo, Condition, Health, NodeStatus, ShardChecksum};
@@ -143,6 +144,9 @@ pub enum AdminRequest {
         drop_to: Vec<u64>,
         drop_from: Vec<u64>,
     },
+    /// The node's recent log lines: the last `limit`, or with `after`, the first
+    /// `limit` written after that sequence (to follow). `limit` is capped at 500.
+    Logs { after: Option<u64>, limit: u32 },
 }
 
 impl AdminRequest {
@@ -163,6 +167,7 @@ impl AdminRequest {
             AdminRequest::NodeAction { .. } => "node_action",
             AdminRequest::KillActor { .. } => "kill_actor",
             AdminRequest::SetNetworkFaults { .. } => "set_network_faults",
+            AdminRequest::Logs { .. } => "logs",
         }
     }
 }
@@ -230,6 +235,8 @@ pub enum AdminResponse {
         drop_to: Vec<u64>,
         drop_from: Vec<u64>,
     },
+    /// The answer to `Logs`.
+    Logs { page: LogPage },
     /// The request failed. `code` is a stable code of `crate::error_code`.
     Error { code: String, message: String },
 }
@@ -519,6 +526,19 @@ mod tests {
         );
     }
 
+    /// Proves the shape of a `logs` request for non-Rust clients: a tagged map with
+    /// `after` (nil when absent) and `limit`.
+    #[test]
+    fn logs_request_golden_bytes() {
+        let logs = rmp_serde::to_vec_named(&AdminRequest::Logs {
+            after: None,
+            limit: 5,
+        })
+        .unwrap();
+        // 81 a4 "logs" 82 a5 "after" c0 a5 "limit" 05
+        assert_eq!(hex(&logs), "81a46c6f677382a56166746572c0a56c696d697405");
+    }
+
     /// Proves every request and response survives an encode/decode round trip.
     #[test]
     fn requests_and_responses_round_trip() {
@@ -558,6 +578,14 @@ mod tests {
                 drop_to: vec![2, 3],
                 drop_from: vec![3],
             },
+            AdminRequest::Logs {
+                after: None,
+                limit: 100,
+            },
+            AdminRequest::Logs {
+                after: Some(41),
+                limit: 500,
+            },
         ];
         for request in requests {
             let frame = encode_frame(&request, FRAME_BYTES_MAX_DEFAULT).unwrap();
@@ -592,6 +620,16 @@ mod tests {
             AdminResponse::NetworkFaultsSet {
                 drop_to: Vec::new(),
                 drop_from: vec![1],
+            },
+            AdminResponse::Logs {
+                page: LogPage {
+                    lines: vec![crate::logs::LogLine {
+                        sequence: 7,
+                        text: "INFO mimorid serving".to_string(),
+                    }],
+                    missed: 2,
+                    last: 7,
+                },
             },
         ];
         for response in responses {

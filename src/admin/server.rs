@@ -522,6 +522,15 @@ async fn execute(router: &Router, request: AdminRequest) -> AdminResponse {
             .node_action(NodeId(node), action)
             .await
             .map(|()| AdminResponse::NodeActionApplied { node, action }),
+        AdminRequest::Logs { after, limit } => match crate::logs::ring() {
+            Some(ring) => Ok(AdminResponse::Logs {
+                page: ring.read(after, limit),
+            }),
+            None => Ok(AdminResponse::error(
+                "unavailable",
+                "this process keeps no log lines (its logging was not set up by mimorid)",
+            )),
+        },
         AdminRequest::KillActor { target } => router
             .kill_actor(target)
             .map(|()| AdminResponse::ActorKilled { target }),

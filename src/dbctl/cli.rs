@@ -24,6 +24,7 @@ Examples:
   dbctl --endpoints 10.0.0.1:7071,10.0.0.2:7071 cluster info
   dbctl shard transfer-leader 12 3
   dbctl shard checksums
+  dbctl logs --node 2 --follow
   MIMORI_TOKEN=secret dbctl status
 
 Output:
@@ -115,6 +116,12 @@ pub enum Command {
     Node(NodeCommand),
     /// Whether the node serves; exits 0 when it does and 6 when it does not.
     Health,
+    /// A node's recent log lines (the last 2,000 are kept in memory); `--follow`
+    /// keeps printing new ones until interrupted.
+    #[command(
+        after_help = "Examples:\n  dbctl logs\n  dbctl logs --node 3 --lines 20\n  dbctl logs --node 2 --follow\n  dbctl -o json logs --lines 5   # one JSON object per line"
+    )]
+    Logs(LogsArgs),
     /// Fault injection and diagnostics; not for production use.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -153,6 +160,21 @@ pub struct DeleteArgs {
     /// Delete only if the key's current revision is exactly this.
     #[arg(long, value_name = "N")]
     pub if_revision: Option<u64>,
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The node whose lines to show (reached at the admin address the cluster
+    /// view gives for it) [default: the node dbctl is connected to]
+    #[arg(long, value_name = "N")]
+    pub node: Option<u64>,
+    /// How many of the most recent lines to show first.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub lines: u32,
+    /// Keep printing new lines as they are written, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 /// Arguments of `scan`.

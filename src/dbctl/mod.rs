@@ -9,6 +9,7 @@
 //! per run, success or error.
 
 pub mod cli;
+mod logs;
 pub mod output;
 
 use crate::admin::client::{AdminClient, AdminClientError, AdminClientOptions};
@@ -67,7 +68,7 @@ pub fn run_blocking(cli: Cli) -> u8 {
 /// code.
 pub async fn run(cli: Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     let format = cli.output;
-    let printed = execute(cli).await;
+    let printed = execute(cli, stdout).await;
     let (bytes, exit_code, to_stderr) = match printed {
         Ok(printed) => (printed.stdout, printed.exit_code, false),
         Err(error) => {
@@ -110,7 +111,7 @@ fn invalid_input(message: impl Into<String>) -> AdminClientError {
     }
 }
 
-async fn execute(cli: Cli) -> Result<Printed, AdminClientError> {
+async fn execute(cli: Cli, stdout: &mut dyn Write) -> Result<Printed, AdminClientError> {
     let endpoints: Vec<String> = cli
         .endpoints
         .iter()
@@ -145,6 +146,7 @@ async fn execute(cli: Cli) -> Result<Printed, AdminClientError> {
     let mut client = AdminClient::connect_with(&endpoints, &options).await?;
     let json = cli.output == OutputFormat::Json;
     match cli.command {
+        Command::Logs(args) => logs::show(client, &options, &args, json, stdout).await,
         Command::Put(put) => {
             let condition = match (put.if_revision, put.if_absent) {
                 (Some(revision), _) => Condition::RevisionIs(Revision(revision)),
