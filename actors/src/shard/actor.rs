@@ -272,6 +272,11 @@ fn perform(
                     slot.set_store(store);
                 }
             }
+            Effect::ReleaseReads(waiters) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
         }
     }
     Ok(())

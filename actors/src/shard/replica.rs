@@ -148,6 +148,11 @@ pub enum Effect {
     /// The shard's current tree is now `store` (a snapshot was installed); readers
     /// must switch to it.
     StoreReplaced(ShardStore),
+    /// Linearizable reads whose ReadIndex is applied: answer them. Always after any
+    /// `StoreReplaced` of the same batch, so that a read released by the Ready that
+    /// installed a snapshot reads the installed tree, not the one it replaced (the
+    /// reader reads the shard's published store as soon as it is answered).
+    ReleaseReads(Vec<ReadReply>),
 }
 
 /// Tunables of one replica.
@@ -955,7 +960,7 @@ impl ShardReplica {
             self.raw.read_index(self.read_context(self.next_read));
         }
         if !self.raw.has_ready() {
-            self.release_reads();
+            self.release_reads(&mut effects);
             if self.pending_compaction.is_some() {
                 // A snapshot adopted at start: record it even if raft-rs is idle.
                 let mut write = GroupWrite::new(self.group());
@@ -1087,7 +1092,7 @@ impl ShardReplica {
             });
         }
         self.report_applied();
-        self.release_reads();
+        self.release_reads(&mut effects);
         Ok(effects)
     }
 
@@ -1291,17 +1296,19 @@ impl ShardReplica {
     }
 
     /// Releases reads whose read index has been applied.
-    fn release_reads(&mut self) {
+    fn release_reads(&mut self, effects: &mut Vec<Effect>) {
         let applied = self.applied_index;
+        let mut released = Vec::new();
         self.reads_ready.retain_mut(|(index, waiters)| {
             if *index > applied {
                 return true;
             }
-            for waiter in waiters.drain(..) {
-                let _ = waiter.send(Ok(()));
-            }
+            released.append(waiters);
             false
         });
+        if !released.is_empty() {
+            effects.push(Effect::ReleaseReads(released));
+        }
     }
 
     /// Answers leadership transfers that reached `leader`.
