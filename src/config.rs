@@ -200,7 +200,8 @@ impl ConfigLayer {
 
     /// Reads `MIMORI_*` variables (except `MIMORI_CONFIG`, which names the file,
     /// `MIMORI_ENDPOINTS`/`MIMORI_TOKEN`, which belong to dbctl, and the
-    /// `MIMORI_SIM_*` knobs of the deterministic tests).
+    /// `MIMORI_SIM_*`, `MIMORI_CHAOS_*` and `MIMORI_TEST_*` knobs of the tests, which
+    /// a node started by a test inherits).
     pub fn from_environment(
         variables: impl Iterator<Item = (String, String)>,
     ) -> Result<ConfigLayer, ConfigError> {
@@ -210,7 +211,10 @@ impl ConfigLayer {
             let Some(name) = variable.strip_prefix(ENVIRONMENT_PREFIX) else {
                 continue;
             };
-            if matches!(name, "CONFIG" | "ENDPOINTS" | "TOKEN") || name.starts_with("SIM_") {
+            let test_knob = ["SIM_", "CHAOS_", "TEST_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+            if matches!(name, "CONFIG" | "ENDPOINTS" | "TOKEN") || test_knob {
                 continue;
             }
             let field = name.to_ascii_lowercase();
@@ -487,6 +491,8 @@ mod tests {
                 ("MIMORI_SHARD_COUNT", "32"),
                 ("MIMORI_JOIN", "a:1, b:2"),
                 ("MIMORI_ENDPOINTS", "ignored"),
+                ("MIMORI_CHAOS_SEED", "7"),
+                ("MIMORI_TEST_UI_SCREENSHOT", "ignored"),
                 ("HOME", "ignored"),
             ]),
             flags,

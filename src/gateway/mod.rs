@@ -15,6 +15,7 @@
 //! | `/v1/docs/{collection}` | GET (list) POST (create with a server-assigned id) | `docs` |
 //! | `/health`, `/v1/cluster`, `/v1/status` | GET | `cluster` |
 //! | `/metrics` | GET | `metrics`: Prometheus text format |
+//! | `/ui` | GET | `ui`: the web dashboard (one embedded HTML page) |
 //!
 //! Invariants:
 //! - Every error response, including unknown routes (404 `route_not_found`), wrong
@@ -38,6 +39,7 @@ mod metrics;
 mod problem;
 mod query;
 mod reply;
+mod ui;
 
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE};
 
@@ -192,6 +194,8 @@ pub fn router(state: GatewayState) -> axum::Router {
         .route("/v1/cluster", get(cluster::cluster_info))
         .route("/v1/status", get(cluster::status))
         .route("/metrics", get(metrics::metrics))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
         .route("/v1/kv", get(kv::scan))
         // A catch-all needs at least one character, so the empty key gets its own
         // route to answer 400 instead of 404.
