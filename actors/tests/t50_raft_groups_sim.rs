@@ -37,6 +37,14 @@ use tokio::sync::oneshot;
 const SHARD: ShardId = ShardId(0);
 const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 
+/// The crash profile of `t51` (and of the seed `t90` replays).
+const CRASH_FAULTS: Faults = Faults {
+    loss: 5,
+    duplicate: 2,
+    crash: 40,
+    partition: 20,
+};
+
 /// Fault rates of one run, in percent per event.
 #[derive(Clone, Copy, Debug)]
 struct Faults {
@@ -917,16 +925,7 @@ fn t50_loss_duplication_reordering_partitions() {
 /// aggressive compaction, so lagging and restarted replicas catch up by snapshot.
 #[test]
 fn t51_crashes_and_snapshots() {
-    run_seeds(
-        "crashes",
-        Faults {
-            loss: 5,
-            duplicate: 2,
-            crash: 40,
-            partition: 20,
-        },
-        4_000,
-    );
+    run_seeds("crashes", CRASH_FAULTS, 4_000);
 }
 
 /// Regression test for a bug the chaos runner found (seed 404, 5 nodes): a
@@ -951,16 +950,7 @@ fn t51_crashes_and_snapshots() {
 #[test]
 fn t90_a_read_released_with_a_snapshot_install_reads_the_installed_store() {
     let seed = 0x5eed_0008;
-    let (acknowledged, snapshots, reads) = run(
-        seed,
-        Faults {
-            loss: 5,
-            duplicate: 2,
-            crash: 40,
-            partition: 20,
-        },
-        4_000,
-    );
+    let (acknowledged, snapshots, reads) = run(seed, CRASH_FAULTS, 4_000);
     println!("seed {seed}: {acknowledged} writes, {snapshots} snapshots, {reads} reads checked");
     assert!(
         snapshots > 0 && reads > 0,
