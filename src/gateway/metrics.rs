@@ -52,10 +52,10 @@ impl GatewayMetrics {
             request_duration_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "mimori_http_request_duration_seconds",
-                    "Time from admission to the response head, by route template and method",
+                    "Time from admission to the response head, by route template, method and status",
                 )
                 .buckets(REQUEST_SECONDS_BUCKETS.to_vec()),
-                &["route", "method"],
+                &["route", "method", "status"],
             )
             .expect("constant histogram options are valid"),
             admission_rejections_total: IntCounter::new(
@@ -76,7 +76,7 @@ impl GatewayMetrics {
             .with_label_values(&[route, method, status.as_str()])
             .inc();
         self.request_duration_seconds
-            .with_label_values(&[route, method])
+            .with_label_values(&[route, method, status.as_str()])
             .observe(seconds);
     }
 
@@ -373,6 +373,11 @@ fn shard_figures(scrape: &Scrape, shards: &[ShardFigures]) {
         "Highest log index a replica applied",
         &["shard"],
     );
+    let committed = scrape.gauge_vec(
+        "mimori_raft_commit_index",
+        "Highest log index a replica knows committed",
+        &["shard"],
+    );
     let leading = scrape.gauge_vec(
         "mimori_raft_leader",
         "1 when this node leads the shard, else 0",
@@ -387,6 +392,9 @@ fn shard_figures(scrape: &Scrape, shards: &[ShardFigures]) {
         applied
             .with_label_values(&labels)
             .set(shard.applied_index as f64);
+        committed
+            .with_label_values(&labels)
+            .set(shard.commit_index as f64);
         leading
             .with_label_values(&labels)
             .set(if shard.leading { 1.0 } else { 0.0 });
@@ -454,9 +462,10 @@ mod tests {
             .requests_total
             .with_label_values(&["/v1/kv/*key", "PUT", "200"]);
         assert_eq!(ok.get(), 2);
-        let latency = metrics
-            .request_duration_seconds
-            .with_label_values(&["/v1/kv/*key", "PUT"]);
+        let latency =
+            metrics
+                .request_duration_seconds
+                .with_label_values(&["/v1/kv/*key", "PUT", "200"]);
         assert_eq!(latency.get_sample_count(), 2);
         assert!((latency.get_sample_sum() - 0.006).abs() < 1e-9);
         assert_eq!(metrics.admission_rejections_total.get(), 1);
