@@ -87,6 +87,12 @@ pub fn present_code(code: &str) -> ErrorPresentation {
             "Node is shutting down",
             exit::UNAVAILABLE,
         ),
+        "query_too_broad" => (
+            "query_too_broad",
+            400,
+            "Query too broad",
+            exit::INVALID_INPUT,
+        ),
         "corrupted" => ("corrupted", 500, "Data corruption detected", exit::ERROR),
         "storage_error" => ("storage_error", 500, "Storage failure", exit::ERROR),
         "method_not_allowed" => (
@@ -182,6 +188,7 @@ mod tests {
             KvError::Corrupted(String::new()),
             KvError::Storage(String::new()),
             KvError::ShuttingDown,
+            KvError::QueryTooBroad(String::new()),
         ];
         for error in errors {
             let presentation = present(&error);

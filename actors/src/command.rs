@@ -30,6 +30,22 @@ pub enum Command {
         key: Vec<u8>,
         condition: Condition,
     },
+    /// Sets the indexed fields of `collection` on the shard to `fields`: entries of
+    /// dropped fields are deleted, new fields start building (`docs::collection`).
+    DefineIndexes {
+        collection: String,
+        fields: Vec<String>,
+    },
+    /// Indexes up to `documents_max` more of the documents that existed before the
+    /// building index on `field` did.
+    BuildIndex {
+        collection: String,
+        field: String,
+        documents_max: u32,
+    },
+    /// Deletes every document of `collection` on the shard written before this
+    /// entry, with their index entries, and empties its index list.
+    DropCollection { collection: String },
 }
 
 /// The on-log envelope: a version marker, then the command.
@@ -62,6 +78,11 @@ impl Command {
         match self {
             Command::Put { namespace, key, .. } | Command::Delete { namespace, key, .. } => {
                 (*namespace, key)
+            }
+            Command::DefineIndexes { collection, .. }
+            | Command::BuildIndex { collection, .. }
+            | Command::DropCollection { collection } => {
+                (Namespace::Collection, collection.as_bytes())
             }
         }
     }

@@ -16,6 +16,9 @@ pub enum Namespace {
     Kv,
     /// `/v1/docs/{collection}/{id}`; the key is `collection/id`.
     Doc,
+    /// A collection's index list on one shard (`docs::collection::ShardIndexes`);
+    /// the key is the collection name. Written only by the shard's own commands.
+    Collection,
 }
 
 /// A precondition on the current revision of a key, checked when the write is applied
@@ -119,6 +122,8 @@ pub enum KvError {
     Storage(String),
     #[error("node is shutting down")]
     ShuttingDown,
+    #[error("query too broad: {0}")]
+    QueryTooBroad(String),
 }
 
 /// A failure without a more precise kind is a storage failure (metadata writes).
@@ -141,6 +146,7 @@ impl KvError {
             KvError::NotLeader { .. } => "not_leader",
             KvError::Timeout { .. } => "timeout",
             KvError::Corrupted(_) => "corrupted",
+            KvError::QueryTooBroad(_) => "query_too_broad",
             KvError::Storage(_) => "storage_error",
             KvError::ShuttingDown => "shutting_down",
         }

@@ -5,11 +5,12 @@
 //! machine. There is no HTTP, CLI, config parsing or metrics exporter here; the edges
 //! in the `mimori` crate reach the kernel only through a [`router::Router`].
 //!
-//! Layering, bottom up: `ids`, `kv`, `command`, `metadata`, `faults` → `storage` →
+//! Layering, bottom up: `ids`, `kv`, `command`, `docs`, `metadata`, `faults` → `storage` →
 //! `log_writer`, `shard`, `ticker`, `transport`, `membership` → `node` (supervision
 //! tree, joining, checkpointer) → `router`.
 
 pub mod command;
+pub mod docs;
 pub mod faults;
 pub mod ids;
 pub mod kv;

@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// The path every document route starts with.
-const DOCS_PATH_PREFIX: &str = "/v1/docs/";
+pub(super) const DOCS_PATH_PREFIX: &str = "/v1/docs/";
 
 /// Longest collection name or document id, in characters (= bytes, they are ASCII).
 pub const NAME_CHARS_MAX: usize = 128;
@@ -326,7 +326,7 @@ fn document_path(path: &str) -> Result<(String, String), Problem> {
     ))
 }
 
-fn decode_name(what: &str, encoded: &str) -> Result<String, Problem> {
+pub(super) fn decode_name(what: &str, encoded: &str) -> Result<String, Problem> {
     let decoded = percent_decode(encoded.as_bytes(), PercentFlavour::Path)
         .map_err(|error| Problem::invalid_input(format!("{what}: {error}")))?;
     if !is_valid_name(&decoded) {

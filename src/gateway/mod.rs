@@ -31,6 +31,7 @@
 
 mod body;
 mod cluster;
+mod collections;
 mod conditions;
 mod docs;
 mod encoding;
@@ -215,7 +216,15 @@ pub fn router(state: GatewayState) -> axum::Router {
             "/v1/docs/{collection}/{*id}",
             get(docs::get_document)
                 .put(docs::put_document)
-                .delete(docs::delete_document),
+                .delete(docs::delete_document)
+                .post(collections::post_to_document),
+        )
+        .route("/v1/collections", get(collections::list_collections))
+        .route(
+            "/v1/collections/{name}",
+            get(collections::get_collection)
+                .put(collections::define_collection)
+                .delete(collections::drop_collection),
         )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

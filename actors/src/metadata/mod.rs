@@ -17,6 +17,7 @@
 pub mod placement;
 pub mod ring;
 
+use crate::docs::collection::{CollectionDefinition, COLLECTIONS_MAX};
 use crate::ids::{NodeId, ShardId};
 use crate::kv::NodeAddresses;
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,10 @@ pub struct ClusterMetadata {
     /// the bootstrap node alone (`upgrade`).
     #[serde(default)]
     pub metadata_placement: ShardPlacement,
+    /// Declared collections and their indexed fields, by name. Absent in copies
+    /// written before collections existed.
+    #[serde(default)]
+    pub collections: Vec<CollectionDefinition>,
 }
 
 /// Replicas of the metadata group: three, or five once the cluster has five
@@ -165,6 +170,7 @@ impl ClusterMetadata {
             nodes: vec![node],
             placement: vec![ShardPlacement::default(); shard_count as usize],
             metadata_placement: ShardPlacement::default(),
+            collections: Vec::new(),
         };
         placement::bootstrap(&mut metadata, node_id);
         metadata
@@ -301,6 +307,33 @@ impl ClusterMetadata {
             if record.state != state {
                 record.state = state;
                 self.revision += 1;
+            }
+        }
+    }
+
+    /// Declares `definition` (replacing the index list of a collection of the same
+    /// name); says whether anything changed.
+    pub fn define_collection(
+        &mut self,
+        definition: &CollectionDefinition,
+    ) -> Result<bool, crate::kv::KvError> {
+        let count = self.collections.len();
+        match self
+            .collections
+            .iter_mut()
+            .find(|known| known.name == definition.name)
+        {
+            Some(known) if known == definition => Ok(false),
+            Some(known) => {
+                *known = definition.clone();
+                Ok(true)
+            }
+            None if count >= COLLECTIONS_MAX => Err(crate::kv::KvError::InvalidInput(format!(
+                "the cluster has {COLLECTIONS_MAX} collections, the most it may have"
+            ))),
+            None => {
+                self.collections.push(definition.clone());
+                Ok(true)
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cluster_state;
 pub mod identity;
 pub mod inbox;
+pub mod index_builder;
 pub mod join;
 pub mod metadata_follower;
 pub mod rebalancer;
@@ -157,6 +158,7 @@ pub struct Node {
     stop_checkpointer: watch::Sender<bool>,
     membership: MembershipKeeper,
     rebalancer: tokio::task::JoinHandle<()>,
+    index_builder: tokio::task::JoinHandle<()>,
     metadata_follower: tokio::task::JoinHandle<()>,
 }
 
@@ -375,6 +377,12 @@ impl Node {
             options.rebalance,
             stop_checkpointer.subscribe(),
         ));
+        let index_builder = tokio::spawn(index_builder::run(
+            router.clone(),
+            registry.clone(),
+            Arc::clone(&cluster),
+            stop_checkpointer.subscribe(),
+        ));
         let metadata_follower = tokio::spawn(metadata_follower::run(
             registry.clone(),
             Arc::clone(&cluster),
@@ -389,6 +397,7 @@ impl Node {
             stop_checkpointer,
             membership,
             rebalancer,
+            index_builder,
             metadata_follower,
         })
     }
@@ -422,6 +431,7 @@ impl Node {
         let _ = self.stop_checkpointer.send(true);
         let _ = self.checkpointer.await;
         let _ = self.rebalancer.await;
+        let _ = self.index_builder.await;
         let _ = self.metadata_follower.await;
         // A last checkpoint makes the next start replay almost nothing.
         let checkpointed = checkpoint::checkpoint(&self.registry).await;

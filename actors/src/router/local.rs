@@ -84,6 +84,22 @@ impl Router {
                     Err(error) => Here::Done(PeerResponse::Failed(error.into())),
                 }
             }
+            PeerRequest::Query {
+                collection,
+                query,
+                consistency,
+                ..
+            } => {
+                if *consistency == Consistency::Linearizable {
+                    if let Err(error) = self.read_index_local(slot, deadline).await {
+                        return Here::Done(PeerResponse::Failed(error));
+                    }
+                }
+                match self.query_store(slot, collection, query).await {
+                    Ok(page) => Here::Done(PeerResponse::QueryPage(Box::new(page))),
+                    Err(error) => Here::Done(PeerResponse::Failed(error)),
+                }
+            }
             PeerRequest::MetadataChange { change } => {
                 if !self.leads_metadata() {
                     return Here::NotHere(slot.known_leader());
@@ -109,6 +125,7 @@ impl Router {
             PeerRequest::Propose { shard, .. }
             | PeerRequest::Get { shard, .. }
             | PeerRequest::Scan { shard, .. }
+            | PeerRequest::Query { shard, .. }
             | PeerRequest::TransferLeader { shard, .. } => *shard,
             PeerRequest::Join { node } => {
                 let node = node.clone();
@@ -141,7 +158,10 @@ impl Router {
         }
         // Reads are served by any replica (a follower asks its leader); writes only
         // by the leader, so a request is never forwarded twice.
-        let reads = matches!(request, PeerRequest::Get { .. } | PeerRequest::Scan { .. });
+        let reads = matches!(
+            request,
+            PeerRequest::Get { .. } | PeerRequest::Scan { .. } | PeerRequest::Query { .. }
+        );
         let leads = slot.gauges.leader() == Some(self.node_id().0);
         if !reads && !leads {
             return not_here(slot.known_leader());

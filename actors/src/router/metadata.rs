@@ -15,6 +15,7 @@
 
 use super::Router;
 use crate::command::Command;
+use crate::docs::collection::CollectionDefinition;
 use crate::ids::NodeId;
 use crate::kv::{Condition, KvError, Namespace};
 use crate::metadata::{ClusterMetadata, NodeAction, NodeRecord};
@@ -37,6 +38,10 @@ pub enum MetadataChange {
     Register(NodeRecord),
     /// An operator drains or removes a node.
     NodeAction { node: NodeId, action: NodeAction },
+    /// Declares a collection or replaces its index list.
+    DefineCollection(CollectionDefinition),
+    /// Forgets a collection's definition.
+    DropCollection { name: String },
 }
 
 /// Decodes the stored metadata.
@@ -120,6 +125,25 @@ impl Router {
                     })
                     .await?;
                 tracing::info!(node = node.0, ?action, "node action applied");
+                Ok(metadata)
+            }
+            MetadataChange::DefineCollection(definition) => {
+                let name = definition.name.clone();
+                let metadata = self
+                    .change_metadata_here(|metadata| metadata.define_collection(&definition))
+                    .await?;
+                tracing::info!(collection = %name, "collection defined");
+                Ok(metadata)
+            }
+            MetadataChange::DropCollection { name } => {
+                let metadata = self
+                    .change_metadata_here(|metadata| {
+                        let before = metadata.collections.len();
+                        metadata.collections.retain(|known| known.name != name);
+                        Ok(metadata.collections.len() != before)
+                    })
+                    .await?;
+                tracing::info!(collection = %name, "collection dropped");
                 Ok(metadata)
             }
         }

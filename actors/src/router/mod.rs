@@ -22,6 +22,7 @@
 //! Limits are validated here, before anything is queued.
 
 mod cluster_ops;
+pub mod docs;
 mod faults;
 mod forward;
 mod local;
@@ -61,6 +62,9 @@ pub fn shard_for(namespace: Namespace, key: &[u8], shard_count: u32) -> ShardId 
     let namespace_byte: u8 = match namespace {
         Namespace::Kv => 1,
         Namespace::Doc => 2,
+        // Collection records exist on every shard; their commands are sent to each
+        // shard explicitly, never routed by key.
+        Namespace::Collection => 4,
     };
     let mut hash = OFFSET_BASIS;
     for byte in std::iter::once(&namespace_byte).chain(key) {

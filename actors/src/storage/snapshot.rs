@@ -33,6 +33,7 @@
 //! the outcome is unknown (`ShardStore::apply_after`); reporting success there
 //! once let a compare-and-set that had been refused look applied.
 
+use super::doc_index::{NAMESPACE_COLLECTION, NAMESPACE_INDEX};
 use super::state_machine::{
     decode_value, ShardStore, StateMachineDb, StoreError, APPLIED_INDEX_KEY, VALUE_KIND_TOMBSTONE,
 };
@@ -320,11 +321,15 @@ impl SnapshotStaging {
     pub fn write(&mut self, pairs: &[SnapshotPair]) -> Result<(), StoreError> {
         let shard = self.staged.shard;
         for (key, value) in pairs {
-            if !matches!(key.first(), Some(0x01 | 0x02)) {
-                return Err(StoreError::BadSnapshot {
-                    shard,
-                    reason: format!("key {key:02x?} is outside the data namespaces"),
-                });
+            match key.first() {
+                Some(0x01 | 0x02 | &NAMESPACE_COLLECTION) => {}
+                Some(&NAMESPACE_INDEX) if value.is_empty() => continue,
+                _ => {
+                    return Err(StoreError::BadSnapshot {
+                        shard,
+                        reason: format!("key {key:02x?} is outside the data namespaces"),
+                    })
+                }
             }
             let (revision, _) = decode_value(key, value)?;
             self.revision_max = self.revision_max.max(revision.0);

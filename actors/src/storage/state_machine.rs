@@ -6,7 +6,8 @@
 //!   relied on for correctness: replay is idempotent).
 //! - `namespace byte` + key bytes → `kind u8`, `revision u64`, then for kind 1 (a
 //!   live value) the value bytes; kind 2 is a tombstone: the key was deleted at
-//!   `revision`. Namespace bytes: `0x01` plain KV, `0x02` documents.
+//!   `revision`. Namespace bytes: `0x01` plain KV, `0x02` documents, `0x04`
+//!   collection index records; `0x05` holds index entries (`doc_index`).
 //!
 //! A second tree per shard indexes tombstones by revision so that they can be purged
 //! once the log is compacted past them (replay never reaches back that far).
@@ -30,6 +31,7 @@
 //! streamed from a leader writes a fresh generation and then switches the shard's
 //! generation record to it, so a crash mid-install never leaves a half-replaced tree.
 
+use super::doc_index::NAMESPACE_COLLECTION;
 use super::snapshot::{self, GenerationRecord, PurgeFloor};
 use crate::command::Command;
 use crate::ids::{Revision, ShardId};
@@ -174,21 +176,22 @@ pub struct ShardStore {
     pub(super) purge_floor: Arc<PurgeFloor>,
 }
 
-fn namespace_byte(namespace: Namespace) -> u8 {
+pub(super) fn namespace_byte(namespace: Namespace) -> u8 {
     match namespace {
         Namespace::Kv => 0x01,
         Namespace::Doc => 0x02,
+        Namespace::Collection => NAMESPACE_COLLECTION,
     }
 }
 
-fn stored_key(namespace: Namespace, key: &[u8]) -> Vec<u8> {
+pub(super) fn stored_key(namespace: Namespace, key: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(key.len() + 1);
     stored.push(namespace_byte(namespace));
     stored.extend_from_slice(key);
     stored
 }
 
-fn encode_value(revision: Revision, value: &[u8]) -> Vec<u8> {
+pub(super) fn encode_value(revision: Revision, value: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(VALUE_HEADER_BYTES + value.len());
     stored.push(VALUE_KIND_LIVE);
     stored.extend_from_slice(&revision.0.to_be_bytes());
@@ -305,11 +308,17 @@ impl ShardStore {
                 continue;
             };
             let revision = Revision(*index);
+            if !matches!(command, Command::Put { .. } | Command::Delete { .. }) {
+                outcomes.push(Some(self.apply_collection_command(revision, command)?));
+                continue;
+            }
             let (namespace, key) = command.key();
             let key = stored_key(namespace, key);
             // An unconditional put of an entry no key has seen yet can skip the read:
             // the key counts as absent, and the condition holds.
+            // Documents are always read: their old version's index entries go.
             let unread = *index > seen_until
+                && namespace != Namespace::Doc
                 && matches!(
                     command,
                     Command::Put {
@@ -318,9 +327,9 @@ impl ShardStore {
                     }
                 );
             let stored = if unread { None } else { self.tree.get(&key)? };
-            let (last_write, current) = match stored {
+            let (last_write, current) = match &stored {
                 Some(stored) => {
-                    let (last_write, live) = decode_header(&key, &stored)?;
+                    let (last_write, live) = decode_header(&key, stored)?;
                     (Some(last_write), live.then_some(last_write))
                 }
                 None => (None, None),
@@ -331,6 +340,10 @@ impl ShardStore {
             }
             let condition = match command {
                 Command::Put { condition, .. } | Command::Delete { condition, .. } => *condition,
+                // Applied above.
+                Command::DefineIndexes { .. }
+                | Command::BuildIndex { .. }
+                | Command::DropCollection { .. } => Condition::Always,
             };
             let condition_holds = match condition {
                 Condition::Always => true,
@@ -342,7 +355,17 @@ impl ShardStore {
                 continue;
             }
             match command {
+                Command::DefineIndexes { .. }
+                | Command::BuildIndex { .. }
+                | Command::DropCollection { .. } => {}
                 Command::Put { value, .. } => {
+                    if namespace == Namespace::Doc {
+                        let old = stored
+                            .as_ref()
+                            .filter(|_| current.is_some())
+                            .map(|stored| &stored[VALUE_HEADER_BYTES..]);
+                        self.update_index_entries(&key[1..], old, Some(value))?;
+                    }
                     self.tree.insert(key, encode_value(revision, value))?;
                     outcomes.push(Some(Ok(revision)));
                 }
@@ -351,10 +374,11 @@ impl ShardStore {
                         outcomes.push(Some(Err(KvError::NotFound)));
                         continue;
                     }
-                    let mut index_key = revision.0.to_be_bytes().to_vec();
-                    index_key.extend_from_slice(&key);
-                    self.tombstones.insert(index_key, &[])?;
-                    self.tree.insert(key, encode_tombstone(revision))?;
+                    if namespace == Namespace::Doc {
+                        let old = stored.as_ref().map(|stored| &stored[VALUE_HEADER_BYTES..]);
+                        self.update_index_entries(&key[1..], old, None)?;
+                    }
+                    self.write_tombstone(&key, revision)?;
                     outcomes.push(Some(Ok(revision)));
                 }
             }
@@ -364,6 +388,15 @@ impl ShardStore {
                 .insert(APPLIED_INDEX_KEY, &last_index.to_be_bytes())?;
         }
         Ok(outcomes)
+    }
+
+    /// Marks `key` deleted at `revision`, indexed for purging.
+    pub(super) fn write_tombstone(&self, key: &[u8], revision: Revision) -> Result<(), StoreError> {
+        let mut index_key = revision.0.to_be_bytes().to_vec();
+        index_key.extend_from_slice(key);
+        self.tombstones.insert(index_key, &[])?;
+        self.tree.insert(key, encode_tombstone(revision))?;
+        Ok(())
     }
 
     /// The outcome of an entry skipped because its key already carries `last_write`,

@@ -18,6 +18,7 @@
 //! chunks are at most [`SNAPSHOT_CHUNK_BYTES_MAX`]).
 
 use crate::command::Command;
+use crate::docs::query::{Query, ShardQueryPage};
 use crate::ids::{GroupId, NodeId, Revision, ShardId};
 use crate::kv::{Consistency, KvError, Namespace, ScanItem, Versioned};
 use crate::metadata::{ClusterMetadata, NodeRecord};
@@ -123,6 +124,13 @@ pub enum PeerRequest {
         after: Option<Vec<u8>>,
         limit: u32,
     },
+    /// One shard's page of a document query on the receiver's replica.
+    Query {
+        shard: ShardId,
+        collection: String,
+        query: Box<Query>,
+        consistency: Consistency,
+    },
     /// Move the shard's leadership to `to`.
     TransferLeader { shard: ShardId, to: NodeId },
     /// The group configuration of every shard the receiver leads (asked by the
@@ -151,6 +159,7 @@ pub enum PeerResponse {
     Written(Revision),
     Value(Option<Versioned>),
     ScanItems(Vec<ScanItem>),
+    QueryPage(Box<ShardQueryPage>),
     Done,
     Failed(KvError),
     LeaderStates(Vec<LeaderState>),
@@ -262,6 +271,11 @@ impl PeerItem {
                 PeerResponse::ScanItems(items) => items
                     .iter()
                     .map(|item| (item.key.len() + item.value.len() + 16) as u64)
+                    .sum::<u64>(),
+                PeerResponse::QueryPage(page) => page
+                    .hits
+                    .iter()
+                    .map(|hit| (hit.document.len() + hit.position.sort_key.len() + 64) as u64)
                     .sum::<u64>(),
                 _ => 128,
             },
