@@ -34,6 +34,10 @@ Requests:
   mimori  PUT /v1/kv/{prefix}{n} (raw value bytes), GET /v1/kv/{prefix}{n}
   etcd    POST /v3/kv/put {\"key\",\"value\"} and POST /v3/kv/range {\"key\"} (base64,
           linearizable reads), through etcd's HTTP/JSON gateway
+  documents
+          PUT /v1/docs/{prefix}/{n} {\"group\": n/100, \"n\", \"pad\"} and, as reads, the
+          query POST /v1/docs/{prefix}/_query {\"filter\": {\"group\": g}} (100 hits
+          each); the prefix is the collection name
 
 Counting:
   200 is success. A read of a missing key (404, or an etcd range without kvs) is

@@ -39,7 +39,17 @@ pub enum Protocol {
     Mimori,
     /// etcd's v3 HTTP/JSON gateway: `POST /v3/kv/put` and `/v3/kv/range` (linearizable).
     Etcd,
+    /// Mimori's documents: writes `PUT /v1/docs/{prefix}/{n}` with
+    /// `{"group": n / DOCUMENTS_PER_GROUP, "n": n, "pad": ".."}`; reads are the
+    /// query `POST /v1/docs/{prefix}/_query` with `{"filter": {"group": g}}` for a
+    /// random key's group, so each returns `DOCUMENTS_PER_GROUP` documents (an
+    /// indexed equality when the collection indexes `group`).
+    Documents,
 }
+
+/// Documents sharing one `group` value under `--protocol documents`: what one
+/// benchmark query returns.
+pub const DOCUMENTS_PER_GROUP: u64 = 100;
 
 /// What the timed phase does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -158,6 +168,24 @@ impl Workload {
                 "application/octet-stream",
                 value,
             ),
+            Protocol::Documents => {
+                // JSON needs text: the random bytes become letters.
+                let pad: String = value
+                    .iter()
+                    .map(|byte| char::from(b'a' + byte % 26))
+                    .collect();
+                let body = format!(
+                    r#"{{"group":{},"n":{index},"pad":"{pad}"}}"#,
+                    index / DOCUMENTS_PER_GROUP
+                );
+                self.request(
+                    host,
+                    Method::PUT,
+                    format!("/v1/docs/{}/{index}", self.prefix_in_path),
+                    "application/json",
+                    Bytes::from(body),
+                )
+            }
             Protocol::Etcd => {
                 let body = format!(
                     r#"{{"key":"{}","value":"{}"}}"#,
@@ -187,6 +215,19 @@ impl Workload {
                 "application/octet-stream",
                 Bytes::new(),
             ),
+            Protocol::Documents => {
+                let body = format!(
+                    r#"{{"filter":{{"group":{}}},"limit":{DOCUMENTS_PER_GROUP}}}"#,
+                    index / DOCUMENTS_PER_GROUP
+                );
+                self.request(
+                    host,
+                    Method::POST,
+                    format!("/v1/docs/{}/_query", self.prefix_in_path),
+                    "application/json",
+                    Bytes::from(body),
+                )
+            }
             Protocol::Etcd => {
                 let body = format!(r#"{{"key":"{}"}}"#, BASE64.encode(self.key(index)));
                 self.request(
@@ -208,6 +249,11 @@ impl Workload {
                 if self.protocol == Protocol::Etcd
                     && kind == RequestKind::Get
                     && !contains(body, br#""kvs""#)
+                {
+                    Outcome::NotFound
+                } else if self.protocol == Protocol::Documents
+                    && kind == RequestKind::Get
+                    && contains(body, br#""documents":[]"#)
                 {
                     Outcome::NotFound
                 } else {
@@ -346,6 +392,47 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_slice(&body_of(range).await).expect("range body is JSON");
         assert_eq!(json["key"], BASE64.encode("bench key/3"));
+    }
+
+    /// Proves the documents request shape: a JSON document with its group, and a
+    /// query on that group.
+    #[tokio::test]
+    async fn documents_requests() {
+        let workload = Workload::new(
+            Protocol::Documents,
+            Operation::Mixed,
+            1_000,
+            "people".into(),
+            4,
+            50,
+        );
+        let put = workload.put_request(&host(), 250, Bytes::from_static(&[0, 1, 2, 25]));
+        assert_eq!(put.method(), Method::PUT);
+        assert_eq!(put.uri().path(), "/v1/docs/people/250");
+        let json: serde_json::Value =
+            serde_json::from_slice(&body_of(put).await).expect("document is JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"group": 2, "n": 250, "pad": "abcz"})
+        );
+
+        let query = workload.get_request(&host(), 399);
+        assert_eq!(query.method(), Method::POST);
+        assert_eq!(query.uri().path(), "/v1/docs/people/_query");
+        let json: serde_json::Value =
+            serde_json::from_slice(&body_of(query).await).expect("query is JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"filter": {"group": 3}, "limit": 100})
+        );
+        assert_eq!(
+            workload.judge(
+                RequestKind::Get,
+                StatusCode::OK,
+                br#"{"documents":[],"cursor":null}"#
+            ),
+            Outcome::NotFound
+        );
     }
 
     /// Proves misses are told apart from errors in both protocols.

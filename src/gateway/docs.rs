@@ -34,6 +34,9 @@ pub(super) const DOCS_PATH_PREFIX: &str = "/v1/docs/";
 /// Longest collection name or document id, in characters (= bytes, they are ASCII).
 pub const NAME_CHARS_MAX: usize = 128;
 
+/// Deepest nesting of objects and arrays in a document (the top-level object is 1).
+pub const DOCUMENT_DEPTH_MAX: usize = 64;
+
 /// Attempts at finding an unused id for `POST`. With 128 random bits a collision is
 /// practically impossible; the bound keeps a broken random source from looping.
 const CREATE_ATTEMPTS_MAX: u32 = 3;
@@ -298,7 +301,39 @@ pub fn check_json_object(document: &[u8]) -> Result<(), Problem> {
             "a document must be a JSON object ({...})",
         ));
     }
+    let depth = nesting_depth(raw.get());
+    if depth > DOCUMENT_DEPTH_MAX {
+        return Err(Problem::invalid_input(format!(
+            "the document nests objects and arrays {depth} levels deep; the limit is {DOCUMENT_DEPTH_MAX}"
+        )));
+    }
     Ok(())
+}
+
+/// How deeply `json` (well-formed) nests objects and arrays.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Whether `name` is a valid collection name or document id: 1..=128 characters of
@@ -428,6 +463,16 @@ mod tests {
                 "{not_object:?}"
             );
         }
+    }
+
+    /// Proves the nesting limit counts objects and arrays, not brackets in strings.
+    #[test]
+    fn nesting_depth_limit() {
+        assert_eq!(nesting_depth(r#"{"a": [{"b": "[[{{"}], "c": "\\"}"#), 3);
+        let deep = format!("{}{}", "{\"a\":".repeat(DOCUMENT_DEPTH_MAX), "1".to_owned() + &"}".repeat(DOCUMENT_DEPTH_MAX));
+        assert!(check_json_object(deep.as_bytes()).is_ok());
+        let deeper = format!("{{\"a\":{deep}}}");
+        assert_eq!(check_json_object(deeper.as_bytes()).unwrap_err().code(), "invalid_input");
     }
 
     /// Proves generated ids are 32 lowercase hex characters, valid names, and differ.
