@@ -9,8 +9,8 @@
 mod common;
 
 use common::cluster::{
-    admin, assert_all_readable, client, cluster_view, get, put, tail, write_all, Acknowledged,
-    Cluster, TEST_SHARDS,
+    admin, assert_all_readable, checksums, client, cluster_view, get, put, tail, write_all,
+    Acknowledged, Cluster, TEST_SHARDS,
 };
 use common::ClusterPlace;
 use std::sync::Arc;
@@ -234,20 +234,6 @@ fn shard_of(key: &str) -> u64 {
 async fn status(node: &common::NodeProcess) -> mimori_actors::kv::NodeStatus {
     let mut admin = admin(node).await;
     admin.status().await.expect("status")
-}
-
-/// Every replica's (applied index, checksum) on a node, by shard.
-async fn checksums(node: &common::NodeProcess) -> Vec<(u32, u64, u64)> {
-    let mut admin = admin(node).await;
-    let mut checksums: Vec<(u32, u64, u64)> = admin
-        .shard_checksums()
-        .await
-        .expect("checksums")
-        .into_iter()
-        .map(|checksum| (checksum.shard.0, checksum.applied_index, checksum.checksum))
-        .collect();
-    checksums.sort();
-    checksums
 }
 
 /// Proves catch-up by snapshot: with logs compacted every 200 entries, a node

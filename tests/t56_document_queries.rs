@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{admin, client, tail, Cluster};
+use common::cluster::{admin, checksums, client, tail, Cluster};
 use common::ClusterPlace;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -289,20 +289,6 @@ async fn t56_queries_with_secondary_indexes() {
         .await
         .expect("collections body");
     assert_eq!(collections, json!({"collections": []}));
-}
-
-/// Every replica's (applied index, checksum) on a node, by shard.
-async fn checksums(node: &common::NodeProcess) -> Vec<(u32, u64, u64)> {
-    let mut admin = admin(node).await;
-    let mut checksums: Vec<(u32, u64, u64)> = admin
-        .shard_checksums()
-        .await
-        .expect("checksums")
-        .into_iter()
-        .map(|checksum| (checksum.shard.0, checksum.applied_index, checksum.checksum))
-        .collect();
-    checksums.sort();
-    checksums
 }
 
 /// Proves index entries travel with snapshots and every replica indexes the same:

@@ -11,25 +11,16 @@
 //! enforce. The header names the server the request goes to, so it is given per
 //! request by the connection, not fixed in the workload: a run may load several servers.
 
+use crate::client::KEY_PATH_KEEP as PATH_KEEP;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 use rand::Rng;
 use serde::Serialize;
-
-/// Characters of the key prefix that go into the URL path unescaped: RFC 3986
-/// unreserved characters plus `/`, which the gateway accepts inside keys. Everything
-/// else is percent-encoded and the gateway decodes it back to the same bytes.
-const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
 
 /// The HTTP API the target speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -242,19 +233,18 @@ impl Workload {
     }
 
     /// Judges a response. etcd answers a range over a missing key with 200 and no
-    /// `kvs` field (its JSON omits empty fields), so that case is told apart by body.
+    /// `kvs` field (its JSON omits empty fields), and a document query that matched
+    /// nothing answers 200 with no documents, so those cases are told apart by body.
     pub fn judge(&self, kind: RequestKind, status: StatusCode, body: &[u8]) -> Outcome {
         match (self.protocol, kind, status) {
             (_, _, StatusCode::OK) => {
-                if self.protocol == Protocol::Etcd
-                    && kind == RequestKind::Get
-                    && !contains(body, br#""kvs""#)
-                {
-                    Outcome::NotFound
-                } else if self.protocol == Protocol::Documents
-                    && kind == RequestKind::Get
-                    && contains(body, br#""documents":[]"#)
-                {
+                let missed = kind == RequestKind::Get
+                    && match self.protocol {
+                        Protocol::Etcd => !contains(body, br#""kvs""#),
+                        Protocol::Documents => contains(body, br#""documents":[]"#),
+                        Protocol::Mimori => false,
+                    };
+                if missed {
                     Outcome::NotFound
                 } else {
                     Outcome::Ok

@@ -469,10 +469,17 @@ mod tests {
     #[test]
     fn nesting_depth_limit() {
         assert_eq!(nesting_depth(r#"{"a": [{"b": "[[{{"}], "c": "\\"}"#), 3);
-        let deep = format!("{}{}", "{\"a\":".repeat(DOCUMENT_DEPTH_MAX), "1".to_owned() + &"}".repeat(DOCUMENT_DEPTH_MAX));
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(DOCUMENT_DEPTH_MAX),
+            "1".to_owned() + &"}".repeat(DOCUMENT_DEPTH_MAX)
+        );
         assert!(check_json_object(deep.as_bytes()).is_ok());
         let deeper = format!("{{\"a\":{deep}}}");
-        assert_eq!(check_json_object(deeper.as_bytes()).unwrap_err().code(), "invalid_input");
+        assert_eq!(
+            check_json_object(deeper.as_bytes()).unwrap_err().code(),
+            "invalid_input"
+        );
     }
 
     /// Proves generated ids are 32 lowercase hex characters, valid names, and differ.

@@ -198,6 +198,20 @@ pub fn cluster_view(node: &NodeProcess) -> Option<serde_json::Value> {
     serde_json::from_slice(&body).ok()
 }
 
+/// Every replica's (shard, applied index, checksum) on a node, by shard.
+pub async fn checksums(node: &NodeProcess) -> Vec<(u32, u64, u64)> {
+    let mut admin = admin(node).await;
+    let mut checksums: Vec<(u32, u64, u64)> = admin
+        .shard_checksums()
+        .await
+        .expect("checksums")
+        .into_iter()
+        .map(|checksum| (checksum.shard.0, checksum.applied_index, checksum.checksum))
+        .collect();
+    checksums.sort();
+    checksums
+}
+
 /// An HTTP client for the tests, with a bound on every request.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
