@@ -11,12 +11,9 @@ mod common;
 
 use anyhow::Context;
 use common::admin_node::AdminTestNode;
+use common::dbctl::{run_dbctl, Run, RUN_TIMEOUT};
 use mimori::admin::server::AdminServerOptions;
 use serde_json::Value;
-use std::time::Duration;
-
-/// Longest a single dbctl run may take before the test fails.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 type TestNode = AdminTestNode;
 
@@ -34,45 +31,9 @@ impl RunDbctl for TestNode {
     }
 }
 
-/// What one dbctl run produced.
-#[derive(Debug)]
-struct Run {
-    exit_code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_slice(&self.stdout)
-            .with_context(|| format!("stdout is not JSON: {:?}", self.stdout_text()))
-    }
-}
-
 /// Runs the dbctl binary with `arguments` and extra environment variables.
 async fn dbctl(arguments: &[&str], environment: &[(&str, &str)]) -> anyhow::Result<Run> {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbctl"));
-    command
-        .args(arguments)
-        .env_remove("MIMORI_ENDPOINTS")
-        .env_remove("MIMORI_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in environment {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .context("dbctl did not finish in time")??;
-    Ok(Run {
-        exit_code: output.status.code().context("dbctl killed by a signal")?,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
+    run_dbctl(arguments, environment, None).await
 }
 
 /// An address where nothing listens: a port bound and released again.

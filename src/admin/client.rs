@@ -14,8 +14,9 @@
 //! - Requests are strictly sequential on one session (`&mut self`).
 
 use super::protocol::{
-    decode_payload, read_frame, write_frame, ActorTarget, AdminRequest, AdminResponse, NodeAction,
-    WriteCondition, ADMIN_PROTOCOL_VERSION, FRAME_BYTES_MAX_DEFAULT,
+    decode_payload, read_frame, write_frame, ActorTarget, AdminRequest, AdminResponse,
+    BatchDocument, BatchResult, NodeAction, QueryDocument, WriteCondition, ADMIN_PROTOCOL_VERSION,
+    FRAME_BYTES_MAX_DEFAULT,
 };
 use crate::error_code;
 use crate::logs::LogPage;
@@ -25,6 +26,7 @@ use mimori_actors::kv::{
     ClusterInfo, Condition, Consistency, Health, NodeStatus, ScanItem, ScanPage, ShardChecksum,
     Versioned,
 };
+use mimori_actors::router::docs::CollectionStatus;
 use std::fmt;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -542,6 +544,145 @@ impl AdminClient {
         }
     }
 
+    /// Writes document `id` of `collection` if `condition` holds.
+    pub async fn doc_put(
+        &mut self,
+        collection: &str,
+        id: &str,
+        document: &[u8],
+        condition: Condition,
+    ) -> Result<Revision, AdminClientError> {
+        let request = AdminRequest::DocPut {
+            collection: collection.to_string(),
+            id: id.to_string(),
+            document: document.to_vec(),
+            condition: WriteCondition::from(condition),
+        };
+        match self.request(request).await? {
+            AdminResponse::Written { revision } => Ok(Revision(revision)),
+            other => Err(self.unexpected("written", &other)),
+        }
+    }
+
+    /// Reads document `id` of `collection`; `None` when it does not exist.
+    pub async fn doc_get(
+        &mut self,
+        collection: &str,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Versioned>, AdminClientError> {
+        let request = AdminRequest::DocGet {
+            collection: collection.to_string(),
+            id: id.to_string(),
+            stale: consistency == Consistency::Stale,
+        };
+        match self.request(request).await? {
+            AdminResponse::Value { found } => Ok(found.map(|found| Versioned {
+                value: Bytes::from(found.value),
+                revision: Revision(found.revision),
+            })),
+            other => Err(self.unexpected("value", &other)),
+        }
+    }
+
+    /// Deletes document `id` of `collection` if `condition` holds.
+    pub async fn doc_delete(
+        &mut self,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Revision, AdminClientError> {
+        let request = AdminRequest::DocDelete {
+            collection: collection.to_string(),
+            id: id.to_string(),
+            condition: WriteCondition::from(condition),
+        };
+        match self.request(request).await? {
+            AdminResponse::Deleted { revision } => Ok(Revision(revision)),
+            other => Err(self.unexpected("deleted", &other)),
+        }
+    }
+
+    /// One page of a query; `query` is the JSON query body.
+    pub async fn doc_query(
+        &mut self,
+        collection: &str,
+        query: &[u8],
+        consistency: Consistency,
+    ) -> Result<DocQueryPage, AdminClientError> {
+        let request = AdminRequest::DocQuery {
+            collection: collection.to_string(),
+            query: query.to_vec(),
+            stale: consistency == Consistency::Stale,
+        };
+        match self.request(request).await? {
+            AdminResponse::QueryPage {
+                documents,
+                cursor,
+                index,
+                examined,
+            } => Ok(DocQueryPage {
+                documents,
+                cursor,
+                index,
+                examined,
+            }),
+            other => Err(self.unexpected("query_page", &other)),
+        }
+    }
+
+    /// Writes a batch of documents unconditionally; one result per document.
+    pub async fn doc_put_batch(
+        &mut self,
+        collection: &str,
+        documents: Vec<BatchDocument>,
+    ) -> Result<Vec<BatchResult>, AdminClientError> {
+        let count = documents.len();
+        let request = AdminRequest::DocPutBatch {
+            collection: collection.to_string(),
+            documents,
+        };
+        match self.request(request).await? {
+            AdminResponse::BatchWritten { results } if results.len() == count => Ok(results),
+            other => Err(self.unexpected("batch_written", &other)),
+        }
+    }
+
+    /// Declares `name` with secondary indexes on `indexes`.
+    pub async fn collection_define(
+        &mut self,
+        name: &str,
+        indexes: Vec<String>,
+    ) -> Result<Vec<CollectionStatus>, AdminClientError> {
+        let request = AdminRequest::CollectionDefine {
+            name: name.to_string(),
+            indexes,
+        };
+        match self.request(request).await? {
+            AdminResponse::Collections { collections } => Ok(collections),
+            other => Err(self.unexpected("collections", &other)),
+        }
+    }
+
+    /// Every declared collection.
+    pub async fn collection_list(&mut self) -> Result<Vec<CollectionStatus>, AdminClientError> {
+        match self.request(AdminRequest::CollectionList).await? {
+            AdminResponse::Collections { collections } => Ok(collections),
+            other => Err(self.unexpected("collections", &other)),
+        }
+    }
+
+    /// Drops collection `name` with its documents.
+    pub async fn collection_drop(&mut self, name: &str) -> Result<(), AdminClientError> {
+        let request = AdminRequest::CollectionDrop {
+            name: name.to_string(),
+        };
+        match self.request(request).await? {
+            AdminResponse::CollectionDropped { .. } => Ok(()),
+            other => Err(self.unexpected("collection_dropped", &other)),
+        }
+    }
+
     /// The content checksum and applied index of every replica on the node.
     pub async fn shard_checksums(&mut self) -> Result<Vec<ShardChecksum>, AdminClientError> {
         match self.request(AdminRequest::ShardChecksums).await? {
@@ -549,6 +690,15 @@ impl AdminClient {
             other => Err(self.unexpected("shard_checksums", &other)),
         }
     }
+}
+
+/// One page of a document query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocQueryPage {
+    pub documents: Vec<QueryDocument>,
+    pub cursor: Option<String>,
+    pub index: Option<String>,
+    pub examined: u64,
 }
 
 /// The wire name of a response variant, for error messages.
@@ -570,6 +720,10 @@ fn response_kind(response: &AdminResponse) -> &'static str {
         AdminResponse::NodeActionApplied { .. } => "node_action_applied",
         AdminResponse::Logs { .. } => "logs",
         AdminResponse::Error { .. } => "error",
+        AdminResponse::QueryPage { .. } => "query_page",
+        AdminResponse::BatchWritten { .. } => "batch_written",
+        AdminResponse::Collections { .. } => "collections",
+        AdminResponse::CollectionDropped { .. } => "collection_dropped",
     }
 }
 

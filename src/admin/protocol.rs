@@ -27,6 +27,7 @@ pub use mimori_actors::faults::ActorTarget;
 use mimori_actors::ids::Revision;
 use mimori_actors::kv::{ClusterInfo, Condition, Health, NodeStatus, ShardChecksum};
 pub use mimori_actors::metadata::NodeAction;
+use mimori_actors::router::docs::CollectionStatus;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -147,6 +148,80 @@ pub enum AdminRequest {
     /// The node's recent log lines: the last `limit`, or with `after`, the first
     /// `limit` written after that sequence (to follow). `limit` is capped at 500.
     Logs { after: Option<u64>, limit: u32 },
+    /// Writes JSON object `document` as document `id` of `collection` if
+    /// `condition` holds (answer: `Written`).
+    DocPut {
+        collection: String,
+        id: String,
+        #[serde(with = "serde_bytes")]
+        document: Vec<u8>,
+        condition: WriteCondition,
+    },
+    /// Reads document `id` of `collection` (answer: `Value`).
+    DocGet {
+        collection: String,
+        id: String,
+        stale: bool,
+    },
+    /// Deletes document `id` of `collection` if `condition` holds (answer:
+    /// `Deleted`).
+    DocDelete {
+        collection: String,
+        id: String,
+        condition: WriteCondition,
+    },
+    /// One page of a document query; `query` is the JSON body of
+    /// `POST /v1/docs/{collection}/_query` (answer: `QueryPage`).
+    DocQuery {
+        collection: String,
+        #[serde(with = "serde_bytes")]
+        query: Vec<u8>,
+        stale: bool,
+    },
+    /// Writes up to [`DOC_BATCH_ITEMS_MAX`] documents of `collection`
+    /// unconditionally, concurrently (answer: `BatchWritten`, one result per item in
+    /// order).
+    DocPutBatch {
+        collection: String,
+        documents: Vec<BatchDocument>,
+    },
+    /// Declares `name` with secondary indexes on `indexes` (answer: `Collections`
+    /// with the one collection).
+    CollectionDefine { name: String, indexes: Vec<String> },
+    /// Every declared collection (answer: `Collections`).
+    CollectionList,
+    /// Drops collection `name` with its documents (answer: `CollectionDropped`).
+    CollectionDrop { name: String },
+}
+
+/// Most documents one `DocPutBatch` carries.
+pub const DOC_BATCH_ITEMS_MAX: usize = 1_000;
+
+/// One document of a `DocPutBatch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchDocument {
+    pub id: String,
+    #[serde(with = "serde_bytes")]
+    pub document: Vec<u8>,
+}
+
+/// The outcome of one document of a batch: its revision, or the error code and
+/// message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub revision: Option<u64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One document of a query page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryDocument {
+    pub id: String,
+    pub revision: u64,
+    /// The (projected) document, JSON.
+    #[serde(with = "serde_bytes")]
+    pub document: Vec<u8>,
 }
 
 impl AdminRequest {
@@ -168,6 +243,14 @@ impl AdminRequest {
             AdminRequest::KillActor { .. } => "kill_actor",
             AdminRequest::SetNetworkFaults { .. } => "set_network_faults",
             AdminRequest::Logs { .. } => "logs",
+            AdminRequest::DocPut { .. } => "doc_put",
+            AdminRequest::DocGet { .. } => "doc_get",
+            AdminRequest::DocDelete { .. } => "doc_delete",
+            AdminRequest::DocQuery { .. } => "doc_query",
+            AdminRequest::DocPutBatch { .. } => "doc_put_batch",
+            AdminRequest::CollectionDefine { .. } => "collection_define",
+            AdminRequest::CollectionList => "collection_list",
+            AdminRequest::CollectionDrop { .. } => "collection_drop",
         }
     }
 }
@@ -239,6 +322,19 @@ pub enum AdminResponse {
     Logs { page: LogPage },
     /// The request failed. `code` is a stable code of `crate::error_code`.
     Error { code: String, message: String },
+    /// The answer to `DocQuery`.
+    QueryPage {
+        documents: Vec<QueryDocument>,
+        cursor: Option<String>,
+        index: Option<String>,
+        examined: u64,
+    },
+    /// The answer to `DocPutBatch`.
+    BatchWritten { results: Vec<BatchResult> },
+    /// The answer to `CollectionDefine` and `CollectionList`.
+    Collections { collections: Vec<CollectionStatus> },
+    /// The collection and its documents are gone.
+    CollectionDropped { name: String },
 }
 
 impl AdminResponse {

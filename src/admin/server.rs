@@ -18,12 +18,14 @@
 
 use super::protocol::{
     decode_payload, encode_frame, read_frame_header, read_frame_payload, AdminRequest,
-    AdminResponse, FrameError, ScanEntry, StoredValue, ADMIN_PROTOCOL_VERSION,
-    FRAME_BYTES_MAX_DEFAULT,
+    AdminResponse, BatchDocument, BatchResult, FrameError, QueryDocument, ScanEntry, StoredValue,
+    ADMIN_PROTOCOL_VERSION, DOC_BATCH_ITEMS_MAX, FRAME_BYTES_MAX_DEFAULT,
 };
 use bytes::Bytes;
+use mimori_actors::docs::collection::CollectionDefinition;
+use mimori_actors::docs::query::{Query, QueryRequest};
 use mimori_actors::ids::{NodeId, ShardId};
-use mimori_actors::kv::{Consistency, KvError, Namespace};
+use mimori_actors::kv::{Condition, Consistency, KvError, Namespace};
 use mimori_actors::router::Router;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -434,6 +436,109 @@ fn frame_error_outcome(error: FrameError) -> ReadOutcome {
     }
 }
 
+/// The rule for collection names and document ids, as refusals state it.
+const NAME_RULE: &str =
+    "collection names and document ids are 1 to 128 characters of A-Z a-z 0-9 _ . -";
+
+/// Documents of one batch written at once, at most.
+const BATCH_WRITES_IN_FLIGHT_MAX: usize = 256;
+
+/// The kernel key of document `id` of `collection`, after checking both names and,
+/// when given, that the document is a JSON object; or the refusal's code and
+/// message.
+fn checked_document(
+    collection: &str,
+    id: &str,
+    document: Option<&[u8]>,
+) -> Result<Vec<u8>, (String, String)> {
+    if !crate::gateway::is_valid_name(collection.as_bytes())
+        || !crate::gateway::is_valid_name(id.as_bytes())
+    {
+        return Err(("invalid_input".into(), NAME_RULE.into()));
+    }
+    if let Some(document) = document {
+        crate::gateway::check_json_object(document)
+            .map_err(|problem| (problem.code().to_string(), problem.detail().to_string()))?;
+    }
+    Ok(crate::gateway::document_key(collection, id))
+}
+
+/// Writes a batch of documents, up to [`BATCH_WRITES_IN_FLIGHT_MAX`] at a time;
+/// one result per document, in order.
+async fn put_batch(
+    router: &Router,
+    collection: String,
+    documents: Vec<BatchDocument>,
+) -> AdminResponse {
+    if documents.len() > DOC_BATCH_ITEMS_MAX {
+        return AdminResponse::error(
+            "invalid_input",
+            format!(
+                "a batch carries at most {DOC_BATCH_ITEMS_MAX} documents, not {}",
+                documents.len()
+            ),
+        );
+    }
+    let refused = |code: &str, message: String| BatchResult {
+        revision: None,
+        code: Some(code.to_string()),
+        message: Some(message),
+    };
+    let mut results: Vec<Option<BatchResult>> = vec![None; documents.len()];
+    let mut tasks = JoinSet::new();
+    for (at, item) in documents.into_iter().enumerate() {
+        let key = match checked_document(&collection, &item.id, Some(&item.document)) {
+            Ok(key) => key,
+            Err((code, message)) => {
+                results[at] = Some(refused(&code, message));
+                continue;
+            }
+        };
+        while tasks.len() >= BATCH_WRITES_IN_FLIGHT_MAX {
+            if let Some(Ok((done, result))) = tasks.join_next().await {
+                results[done] = Some(result);
+            }
+        }
+        let router = router.clone();
+        tasks.spawn(async move {
+            let outcome = router
+                .put(
+                    Namespace::Doc,
+                    &key,
+                    Bytes::from(item.document),
+                    Condition::Always,
+                )
+                .await;
+            let result = match outcome {
+                Ok(revision) => BatchResult {
+                    revision: Some(revision.0),
+                    code: None,
+                    message: None,
+                },
+                Err(error) => BatchResult {
+                    revision: None,
+                    code: Some(error.code().to_string()),
+                    message: Some(error.to_string()),
+                },
+            };
+            (at, result)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((done, result)) = joined {
+            results[done] = Some(result);
+        }
+    }
+    AdminResponse::BatchWritten {
+        results: results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| refused("internal", "the write task failed".into()))
+            })
+            .collect(),
+    }
+}
+
 /// Runs one request against the kernel. Keys are plain KV keys.
 async fn execute(router: &Router, request: AdminRequest) -> AdminResponse {
     let consistency = |stale: bool| {
@@ -531,6 +636,136 @@ async fn execute(router: &Router, request: AdminRequest) -> AdminResponse {
                 "this process keeps no log lines (its logging was not set up by mimorid)",
             )),
         },
+        AdminRequest::DocPut {
+            collection,
+            id,
+            document,
+            condition,
+        } => {
+            let key = match checked_document(&collection, &id, Some(&document)) {
+                Ok(key) => key,
+                Err((code, message)) => return AdminResponse::error(&code, message),
+            };
+            router
+                .put(
+                    Namespace::Doc,
+                    &key,
+                    Bytes::from(document),
+                    condition.into(),
+                )
+                .await
+                .map(|revision| AdminResponse::Written {
+                    revision: revision.0,
+                })
+        }
+        AdminRequest::DocGet {
+            collection,
+            id,
+            stale,
+        } => {
+            let key = match checked_document(&collection, &id, None) {
+                Ok(key) => key,
+                Err((code, message)) => return AdminResponse::error(&code, message),
+            };
+            router
+                .get(Namespace::Doc, &key, consistency(stale))
+                .await
+                .map(|found| AdminResponse::Value {
+                    found: found.map(|versioned| StoredValue {
+                        value: versioned.value.to_vec(),
+                        revision: versioned.revision.0,
+                    }),
+                })
+        }
+        AdminRequest::DocDelete {
+            collection,
+            id,
+            condition,
+        } => {
+            let key = match checked_document(&collection, &id, None) {
+                Ok(key) => key,
+                Err((code, message)) => return AdminResponse::error(&code, message),
+            };
+            router
+                .delete(Namespace::Doc, &key, condition.into())
+                .await
+                .map(|revision| AdminResponse::Deleted {
+                    revision: revision.0,
+                })
+        }
+        AdminRequest::DocQuery {
+            collection,
+            query,
+            stale,
+        } => {
+            if !crate::gateway::is_valid_name(collection.as_bytes()) {
+                return AdminResponse::error("invalid_input", NAME_RULE);
+            }
+            let request: QueryRequest = match serde_json::from_slice(&query) {
+                Ok(request) => request,
+                Err(error) => {
+                    return AdminResponse::error(
+                        "invalid_json",
+                        format!("the query is not valid: {error}"),
+                    )
+                }
+            };
+            let query = match Query::compile(&request) {
+                Ok(query) => query,
+                Err(reason) => return AdminResponse::error("invalid_input", reason),
+            };
+            router
+                .query(&collection, query, consistency(stale))
+                .await
+                .map(|page| AdminResponse::QueryPage {
+                    documents: page
+                        .hits
+                        .into_iter()
+                        .map(|hit| QueryDocument {
+                            id: hit.position.id,
+                            revision: hit.revision.0,
+                            document: hit.document.to_vec(),
+                        })
+                        .collect(),
+                    cursor: page.cursor,
+                    index: page.index,
+                    examined: page.examined,
+                })
+        }
+        AdminRequest::DocPutBatch {
+            collection,
+            documents,
+        } => return put_batch(router, collection, documents).await,
+        AdminRequest::CollectionDefine { name, indexes } => {
+            if !crate::gateway::is_valid_name(name.as_bytes()) {
+                return AdminResponse::error("invalid_input", NAME_RULE);
+            }
+            let definition = match CollectionDefinition::new(name, indexes) {
+                Ok(definition) => definition,
+                Err(reason) => return AdminResponse::error("invalid_input", reason),
+            };
+            match router.define_collection(definition.clone()).await {
+                Err(error) => Err(error),
+                Ok(()) => router.collection_status(&definition).await.map(|status| {
+                    AdminResponse::Collections {
+                        collections: vec![status],
+                    }
+                }),
+            }
+        }
+        AdminRequest::CollectionList => router
+            .collections()
+            .await
+            .map(|collections| AdminResponse::Collections { collections }),
+        AdminRequest::CollectionDrop { name } => {
+            if !crate::gateway::is_valid_name(name.as_bytes()) {
+                return AdminResponse::error("invalid_input", NAME_RULE);
+            }
+            router
+                .drop_collection(&name)
+                .await
+                .map(|()| AdminResponse::CollectionDropped { name })
+        }
         AdminRequest::KillActor { target } => router
             .kill_actor(target)
             .map(|()| AdminResponse::ActorKilled { target }),

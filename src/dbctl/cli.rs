@@ -25,12 +25,19 @@ Examples:
   dbctl shard transfer-leader 12 3
   dbctl shard checksums
   dbctl logs --node 2 --follow
+  dbctl doc put people ada '{\"name\": \"ada\", \"age\": 36}'
+  dbctl collection create people --index age
+  dbctl doc query people '{\"age\": {\"$gte\": 18}}' --sort age
+  dbctl import people.jsonl people
   MIMORI_TOKEN=secret dbctl status
 
 Output:
-  -o table (default) prints `get` values as raw bytes followed by a newline and
-  everything else as aligned text. -o json prints one JSON object per command on
-  stdout; errors too, as {\"error\":{\"code\":..,\"message\":..}}.
+  -o table (the default on a terminal) prints `get` values as raw bytes followed by
+  a newline and everything else as aligned text, with bold headers and red errors
+  unless NO_COLOR is set. -o tsv (the default when stdout is piped) prints tables
+  tab-separated with a header line; `get` still prints the raw value. -o json
+  prints one JSON object per command on stdout; errors too, as
+  {\"error\":{\"code\":..,\"message\":..}}.
 
 Exit codes:
   0 ok                 1 error              2 cannot connect
@@ -67,9 +74,9 @@ pub struct Cli {
     )]
     pub timeout_ms: u64,
 
-    /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// Output format [default: table on a terminal, tsv when piped]
+    #[arg(short = 'o', long = "output", global = true, value_enum)]
+    pub output: Option<OutputFormat>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -82,6 +89,21 @@ pub enum OutputFormat {
     Table,
     /// One JSON object on stdout.
     Json,
+    /// Tab-separated: a header line, then one line per row; tabs, newlines and
+    /// backslashes in cells escaped as `\t`, `\n`, `\\`.
+    Tsv,
+}
+
+impl Cli {
+    /// The output format: the one asked for, else table on a terminal and tsv when
+    /// stdout is piped.
+    pub fn output_format(&self, stdout_is_terminal: bool) -> OutputFormat {
+        match self.output {
+            Some(format) => format,
+            None if stdout_is_terminal => OutputFormat::Table,
+            None => OutputFormat::Tsv,
+        }
+    }
 }
 
 /// The subcommands.
@@ -122,9 +144,160 @@ pub enum Command {
         after_help = "Examples:\n  dbctl logs\n  dbctl logs --node 3 --lines 20\n  dbctl logs --node 2 --follow\n  dbctl -o json logs --lines 5   # one JSON object per line"
     )]
     Logs(LogsArgs),
+    /// JSON documents: put, get, del, query.
+    #[command(subcommand)]
+    Doc(DocCommand),
+    /// Collections and their secondary indexes.
+    #[command(subcommand)]
+    Collection(CollectionCommand),
+    /// Load a JSON-lines file into a collection, one document per line.
+    #[command(
+        after_help = "Examples:\n  dbctl import people.jsonl people\n  dbctl import people.jsonl people --id-field id --batch 500\n  zcat big.jsonl.gz | dbctl import - people\n\nEach line is a JSON object. Its id is the string (or integer) member named by\n--id-field, removed from nothing (the document is stored as given); a line\nwithout one gets a generated id. Bad lines are reported by line number and\ncounted; the import stops after --errors-max of them."
+    )]
+    Import(ImportArgs),
+    /// Write every document of a collection as JSON lines, in id order.
+    #[command(
+        after_help = "Examples:\n  dbctl export people > people.jsonl\n  dbctl export people people.jsonl --no-id"
+    )]
+    Export(ExportArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  dbctl completions bash > /etc/bash_completion.d/dbctl\n  dbctl completions zsh > \"${fpath[1]}/_dbctl\"\n  dbctl completions fish > ~/.config/fish/completions/dbctl.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Fault injection and diagnostics; not for production use.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+/// `doc` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DocCommand {
+    /// Write a JSON object as a document (`-` reads it from stdin).
+    #[command(
+        after_help = "Examples:\n  dbctl doc put people ada '{\"name\": \"ada\", \"age\": 36}'\n  dbctl doc put people ada - < ada.json\n  dbctl doc put people ada '{\"age\": 37}' --if-revision 12"
+    )]
+    Put {
+        collection: String,
+        id: String,
+        /// The document, or `-` for stdin.
+        json: String,
+        /// Write only if the document's current revision is exactly this.
+        #[arg(long, value_name = "N", conflicts_with = "if_absent")]
+        if_revision: Option<u64>,
+        /// Write only if the document does not exist.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Read a document; prints its JSON.
+    Get {
+        collection: String,
+        id: String,
+        /// Serve from the local replica without confirming leadership.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete a document.
+    #[command(visible_alias = "delete")]
+    Del {
+        collection: String,
+        id: String,
+        /// Delete only if the document's current revision is exactly this.
+        #[arg(long, value_name = "N")]
+        if_revision: Option<u64>,
+    },
+    /// Query a collection with a JSON filter (see the HTTP API's query docs).
+    #[command(
+        after_help = "Examples:\n  dbctl doc query people '{\"age\": {\"$gte\": 18}}' --sort age --desc --limit 10\n  dbctl doc query people '{\"address.city\": \"Oslo\"}' --projection name,age --all\n  dbctl -o json doc query people"
+    )]
+    Query(QueryArgs),
+}
+
+/// Arguments of `doc query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    pub collection: String,
+    /// The filter, a JSON object [default: every document]
+    pub filter: Option<String>,
+    /// Order by this field (dotted path) [default: document id]
+    #[arg(long, value_name = "FIELD")]
+    pub sort: Option<String>,
+    /// Descending order.
+    #[arg(long)]
+    pub desc: bool,
+    /// Documents per page.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Only these fields, comma separated.
+    #[arg(long, value_delimiter = ',', value_name = "FIELD,...")]
+    pub projection: Vec<String>,
+    /// Continue after the page that printed this cursor.
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// Follow cursors and print every matching document (at most 1,000,000).
+    #[arg(long)]
+    pub all: bool,
+    /// Serve from local replicas without confirming leadership.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+/// `collection` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CollectionCommand {
+    /// Declare a collection with secondary indexes (replaces its index list);
+    /// existing documents are indexed in the background.
+    #[command(
+        after_help = "Examples:\n  dbctl collection create people --index age --index address.city\n  dbctl collection list   # STATE goes from building to ready"
+    )]
+    Create {
+        name: String,
+        /// A field to index (dotted path); repeat for more.
+        #[arg(long = "index", value_name = "FIELD")]
+        indexes: Vec<String>,
+    },
+    /// Every declared collection and the state of its indexes.
+    List,
+    /// Drop a collection: its definition, documents and index entries.
+    Drop { name: String },
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The JSON-lines file, or `-` for stdin.
+    pub file: String,
+    pub collection: String,
+    /// The member holding each document's id.
+    #[arg(long, default_value = "_id", value_name = "FIELD")]
+    pub id_field: String,
+    /// Documents per request.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
+    /// Requests in flight at once (each on its own connection).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
+    /// Stop after this many bad lines or failed documents.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..))]
+    pub errors_max: u64,
+}
+
+/// Arguments of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub collection: String,
+    /// Write here instead of stdout.
+    pub file: Option<String>,
+    /// Leave out the `_id` member that carries each document's id.
+    #[arg(long)]
+    pub no_id: bool,
+    /// Serve from local replicas without confirming leadership.
+    #[arg(long)]
+    pub stale: bool,
 }
 
 /// Arguments of `put`.
@@ -352,7 +525,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.endpoints, vec!["a:1".to_string(), "b:2".to_string()]);
-        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.output, Some(OutputFormat::Json));
         let Command::Get(get) = cli.command else {
             panic!("expected get");
         };

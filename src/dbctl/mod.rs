@@ -9,6 +9,7 @@
 //! per run, success or error.
 
 pub mod cli;
+mod documents;
 mod logs;
 pub mod output;
 
@@ -25,20 +26,20 @@ use mimori_actors::metadata::NodeAction;
 use output::{
     checksums_table, cluster_table, health_table, json_line, scan_table, shards_table,
     status_table, ChecksumsOutput, DeleteOutput, ErrorBody, ErrorOutput, GetOutput,
-    KillShardOutput, NodeActionOutput, PutOutput, ScanOutput, TransferOutput,
+    KillShardOutput, NodeActionOutput, PutOutput, ScanOutput, TableStyle, TransferOutput,
 };
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 /// What a command printed and the exit code it asks for (non-zero without an
 /// error, e.g. `health` of a node that does not serve).
-struct Printed {
-    stdout: Vec<u8>,
-    exit_code: u8,
+pub(crate) struct Printed {
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) exit_code: u8,
 }
 
 impl Printed {
-    fn ok(stdout: impl Into<Vec<u8>>) -> Printed {
+    pub(crate) fn ok(stdout: impl Into<Vec<u8>>) -> Printed {
         Printed {
             stdout: stdout.into(),
             exit_code: exit::OK,
@@ -59,16 +60,31 @@ pub fn run_blocking(cli: Cli) -> u8 {
             return exit::ERROR;
         }
     };
+    let format = cli.output_format(std::io::stdout().is_terminal());
+    let no_color = std::env::var_os("NO_COLOR");
+    output::set_table_style(match format {
+        OutputFormat::Tsv => TableStyle::Tsv,
+        _ if output::colors_allowed(std::io::stdout().is_terminal(), no_color.as_deref()) => {
+            TableStyle::Bold
+        }
+        _ => TableStyle::Plain,
+    });
+    let red_errors = output::colors_allowed(std::io::stderr().is_terminal(), no_color.as_deref());
     let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
-    runtime.block_on(run(cli, &mut stdout, &mut stderr))
+    let mut stderr = std::io::stderr();
+    runtime.block_on(run(cli, format, red_errors, &mut stdout, &mut stderr))
 }
 
-/// Runs a parsed command line, printing to `stdout` and `stderr`; returns the exit
-/// code.
-pub async fn run(cli: Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let format = cli.output;
-    let printed = execute(cli, stdout).await;
+/// Runs a parsed command line in output `format`, printing to `stdout` and
+/// `stderr` (errors in red when `red_errors`); returns the exit code.
+pub async fn run(
+    cli: Cli,
+    format: OutputFormat,
+    red_errors: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> u8 {
+    let printed = execute(cli, format, stdout, stderr).await;
     let (bytes, exit_code, to_stderr) = match printed {
         Ok(printed) => (printed.stdout, printed.exit_code, false),
         Err(error) => {
@@ -83,9 +99,14 @@ pub async fn run(cli: Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8
                     };
                     (json_line(&body).into_bytes(), exit_code, false)
                 }
-                OutputFormat::Table => {
+                OutputFormat::Table | OutputFormat::Tsv => {
                     let title = present_code(error.code()).title;
-                    let line = format!("error: {error} ({}: {title})\n", error.code());
+                    let line = format!("error: {error} ({}: {title})", error.code());
+                    let line = if red_errors {
+                        format!("\x1b[31m{line}\x1b[0m\n")
+                    } else {
+                        format!("{line}\n")
+                    };
                     (line.into_bytes(), exit_code, true)
                 }
             }
@@ -104,14 +125,25 @@ pub async fn run(cli: Cli, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8
 }
 
 /// The CLI's own invalid-input error, with the same code a server would use.
-fn invalid_input(message: impl Into<String>) -> AdminClientError {
+pub(crate) fn invalid_input(message: impl Into<String>) -> AdminClientError {
     AdminClientError::Server {
         code: "invalid_input".into(),
         message: message.into(),
     }
 }
 
-async fn execute(cli: Cli, stdout: &mut dyn Write) -> Result<Printed, AdminClientError> {
+async fn execute(
+    cli: Cli,
+    format: OutputFormat,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<Printed, AdminClientError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "dbctl", &mut script);
+        return Ok(Printed::ok(script));
+    }
     let endpoints: Vec<String> = cli
         .endpoints
         .iter()
@@ -143,9 +175,18 @@ async fn execute(cli: Cli, stdout: &mut dyn Write) -> Result<Printed, AdminClien
         client_name: format!("dbctl/{}", env!("CARGO_PKG_VERSION")),
         ..AdminClientOptions::default()
     };
+    if let Command::Import(arguments) = cli.command {
+        return documents::import(&endpoints, &options, arguments, format, stderr).await;
+    }
     let mut client = AdminClient::connect_with(&endpoints, &options).await?;
-    let json = cli.output == OutputFormat::Json;
+    let json = format == OutputFormat::Json;
     match cli.command {
+        Command::Doc(command) => documents::doc(&mut client, command, format).await,
+        Command::Collection(command) => documents::collection(&mut client, command, format).await,
+        Command::Export(arguments) => documents::export(&mut client, arguments, format).await,
+        Command::Import(_) | Command::Completions { .. } => {
+            Err(invalid_input("handled before connecting"))
+        }
         Command::Logs(args) => logs::show(client, &options, &args, json, stdout).await,
         Command::Put(put) => {
             let condition = match (put.if_revision, put.if_absent) {

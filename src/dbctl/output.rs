@@ -1,5 +1,6 @@
 //! How dbctl prints results: raw values and aligned tables for people (`-o table`),
-//! one stable JSON object per command for scripts (`-o json`).
+//! tab-separated tables for pipes (`-o tsv`), one stable JSON object per command
+//! for scripts (`-o json`).
 //!
 //! Who talks to it: [`super::run`] builds these outputs from admin client results.
 //!
@@ -22,6 +23,7 @@ use base64::Engine;
 use mimori_actors::kv::{ClusterInfo, Health, NodeStatus, ScanPage, ShardChecksum};
 use mimori_actors::metadata::NodeAction;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A value longer than this is cut in scan tables (JSON is never cut).
 pub const TABLE_VALUE_CHARS_MAX: usize = 60;
@@ -249,8 +251,81 @@ pub struct ChecksumsOutput {
     pub shards: Vec<ShardChecksum>,
 }
 
-/// Renders rows under headers in left-aligned columns separated by two spaces.
+/// How tables are rendered in this process: chosen once by `dbctl::run` from the
+/// output format and the terminal, read by every table renderer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableStyle {
+    /// Aligned columns.
+    Plain,
+    /// Aligned columns with bold headers (a terminal, `NO_COLOR` unset).
+    Bold,
+    /// Tab-separated values with a header line.
+    Tsv,
+}
+
+static TABLE_STYLE: AtomicU8 = AtomicU8::new(0);
+
+/// Sets how tables render from now on.
+pub fn set_table_style(style: TableStyle) {
+    let code = match style {
+        TableStyle::Plain => 0,
+        TableStyle::Bold => 1,
+        TableStyle::Tsv => 2,
+    };
+    TABLE_STYLE.store(code, Ordering::Relaxed);
+}
+
+/// How tables render now.
+pub fn table_style() -> TableStyle {
+    match TABLE_STYLE.load(Ordering::Relaxed) {
+        1 => TableStyle::Bold,
+        2 => TableStyle::Tsv,
+        _ => TableStyle::Plain,
+    }
+}
+
+/// Whether colors may be used on a stream: it is a terminal and `NO_COLOR` is
+/// unset or empty (<https://no-color.org>).
+pub fn colors_allowed(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// A tsv cell: backslash, tab, newline and carriage return escaped.
+pub fn tsv_cell(text: &str) -> String {
+    let mut cell = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '\\' => cell.push_str("\\\\"),
+            '\t' => cell.push_str("\\t"),
+            '\n' => cell.push_str("\\n"),
+            '\r' => cell.push_str("\\r"),
+            other => cell.push(other),
+        }
+    }
+    cell
+}
+
+/// Renders rows under headers in the current [`TableStyle`].
 pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    render_table_as(table_style(), headers, rows)
+}
+
+/// Renders rows under headers: left-aligned columns separated by two spaces, or
+/// tab-separated lines.
+pub fn render_table_as(style: TableStyle, headers: &[&str], rows: &[Vec<String>]) -> String {
+    if style == TableStyle::Tsv {
+        let mut text = String::new();
+        let header: Vec<String> = headers.iter().map(|header| tsv_cell(header)).collect();
+        text.push_str(&header.join("\t"));
+        text.push('\n');
+        for row in rows {
+            let cells: Vec<String> = row.iter().map(|cell| tsv_cell(cell)).collect();
+            text.push_str(&cells.join("\t"));
+            text.push('\n');
+        }
+        return text;
+    }
+    let bold = style == TableStyle::Bold;
     let mut widths: Vec<usize> = headers
         .iter()
         .map(|header| header.chars().count())
@@ -275,14 +350,27 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
                 line.extend(std::iter::repeat_n(' ', padding));
             }
         }
-        text.push_str(line.trim_end());
+        let line = line.trim_end();
+        if bold && std::ptr::eq(row, &header_cells) {
+            text.push_str("\x1b[1m");
+            text.push_str(line);
+            text.push_str("\x1b[0m");
+        } else {
+            text.push_str(line);
+        }
         text.push('\n');
     }
     text
 }
 
-/// Renders `key: value` lines with the values aligned.
+/// Renders `key: value` lines with the values aligned (`key<TAB>value` in tsv).
 pub fn render_fields(fields: &[(&str, String)]) -> String {
+    if table_style() == TableStyle::Tsv {
+        return fields
+            .iter()
+            .map(|(name, value)| format!("{}\t{}\n", tsv_cell(name), tsv_cell(value)))
+            .collect();
+    }
     let width = fields
         .iter()
         .map(|(name, _)| name.chars().count())

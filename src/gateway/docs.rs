@@ -375,7 +375,7 @@ pub(super) fn decode_name(what: &str, encoded: &str) -> Result<String, Problem> 
 }
 
 /// The kernel key of a document: `{collection}/{id}`.
-fn document_key(collection: &str, id: &str) -> Vec<u8> {
+pub fn document_key(collection: &str, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(collection.len() + 1 + id.len());
     key.extend_from_slice(collection.as_bytes());
     key.push(b'/');

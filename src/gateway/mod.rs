@@ -42,6 +42,7 @@ mod query;
 mod reply;
 mod ui;
 
+pub use docs::{check_json_object, document_key, is_valid_name};
 pub use problem::{Problem, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE};
 
 use axum::extract::{MatchedPath, Request, State};

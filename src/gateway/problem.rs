@@ -127,6 +127,11 @@ impl Problem {
         self
     }
 
+    /// What went wrong with this particular request.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         self.presentation.code

@@ -6,6 +6,7 @@
 
 pub mod admin_node;
 pub mod cluster;
+pub mod dbctl;
 
 use mimori::daemon::{node_flags, ListenAddresses};
 use std::net::SocketAddr;
