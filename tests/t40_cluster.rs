@@ -9,8 +9,8 @@
 mod common;
 
 use common::cluster::{
-    admin, assert_all_readable, checksums, client, cluster_view, get, put, tail, write_all,
-    Acknowledged, Cluster, TEST_SHARDS,
+    admin, assert_all_readable, client, cluster_view, get, put, write_all, Acknowledged, Cluster,
+    TEST_SHARDS,
 };
 use common::ClusterPlace;
 use std::sync::Arc;
@@ -282,31 +282,14 @@ async fn t43_stopped_node_catches_up_by_snapshot() {
     }
     phase("restart node 3 and wait until it caught up");
     cluster.node_mut(3).start();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let leader = checksums(cluster.node(1)).await;
-        let others = [
-            checksums(cluster.node(2)).await,
-            checksums(cluster.node(3)).await,
-        ];
-        if others.iter().all(|other| *other == leader) {
-            eprintln!(
-                "{} shards equal on all three nodes, e.g. shard 0 at index {} checksum {:016x}",
-                leader.len(),
-                leader[0].1,
-                leader[0].2
-            );
-            assert_eq!(leader.len(), TEST_SHARDS as usize);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 3 did not catch up: node 1 {leader:?}, node 3 {:?}\n{}",
-            others[1],
-            tail(&cluster.node(3).log(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let leader = cluster.wait_checksums_equal(Duration::from_secs(90)).await;
+    eprintln!(
+        "{} shards equal on all three nodes, e.g. shard 0 at index {} checksum {:016x}",
+        leader.len(),
+        leader[0].1,
+        leader[0].2
+    );
+    assert_eq!(leader.len(), TEST_SHARDS as usize);
     let installed = status(cluster.node(3)).await.snapshots_installed_total;
     assert!(
         installed >= u64::from(TEST_SHARDS),

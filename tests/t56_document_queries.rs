@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{admin, checksums, client, tail, Cluster};
+use common::cluster::{admin, client, Cluster};
 use common::ClusterPlace;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -332,24 +332,7 @@ async fn t57_indexes_arrive_by_snapshot() {
 
     phase("restart node 3 and wait until its shards equal the others'");
     cluster.node_mut(3).start();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let leader = checksums(cluster.node(1)).await;
-        let others = [
-            checksums(cluster.node(2)).await,
-            checksums(cluster.node(3)).await,
-        ];
-        if others.iter().all(|other| *other == leader) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 3 did not catch up: node 1 {leader:?}, node 3 {:?}\n{}",
-            others[1],
-            tail(&cluster.node(3).log(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    cluster.wait_checksums_equal(Duration::from_secs(90)).await;
     let mut admin_three = admin(cluster.node(3)).await;
     let installed = admin_three
         .status()

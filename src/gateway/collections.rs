@@ -103,16 +103,13 @@ pub async fn get_collection(
     request: Request,
 ) -> Result<Response, Problem> {
     let name = collection_name(request.uri().path())?;
-    let collections = state
+    let status = state
         .kernel()
-        .collections()
+        .collection(&name)
         .await
-        .map_err(|error| state.kernel_problem(&error))?;
-    let status = collections
-        .iter()
-        .find(|collection| collection.name == name)
+        .map_err(|error| state.kernel_problem(&error))?
         .ok_or_else(|| Problem::new("not_found", "no such collection is declared"))?;
-    reply::json(StatusCode::OK, status, 1024)
+    reply::json(StatusCode::OK, &status, 1024)
 }
 
 /// `DELETE /v1/collections/{name}`: forgets the definition and deletes every

@@ -212,6 +212,28 @@ pub async fn checksums(node: &NodeProcess) -> Vec<(u32, u64, u64)> {
     checksums
 }
 
+impl Cluster {
+    /// Waits until nodes 2 and 3 hold the same (shard, applied index, checksum) as
+    /// node 1; returns node 1's. Panics with node 3's log after `timeout`.
+    pub async fn wait_checksums_equal(&self, timeout: Duration) -> Vec<(u32, u64, u64)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let leader = checksums(self.node(1)).await;
+            let others = [checksums(self.node(2)).await, checksums(self.node(3)).await];
+            if others.iter().all(|other| *other == leader) {
+                return leader;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node 3 did not catch up: node 1 {leader:?}, node 3 {:?}\n{}",
+                others[1],
+                tail(&self.node(3).log(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 /// An HTTP client for the tests, with a bound on every request.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

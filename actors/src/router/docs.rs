@@ -177,6 +177,22 @@ impl Router {
         Ok(statuses)
     }
 
+    /// One declared collection with the build state of its indexes; `None` when
+    /// the metadata does not declare it.
+    pub async fn collection(&self, name: &str) -> Result<Option<CollectionStatus>, KvError> {
+        let definition = self.context().cluster.metadata().and_then(|metadata| {
+            metadata
+                .collections
+                .iter()
+                .find(|known| known.name == name)
+                .cloned()
+        });
+        match definition {
+            None => Ok(None),
+            Some(definition) => self.collection_status(&definition).await.map(Some),
+        }
+    }
+
     /// The build state of one collection's indexes, from every shard.
     pub async fn collection_status(
         &self,

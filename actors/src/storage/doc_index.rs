@@ -226,7 +226,8 @@ fn tighter<'value>(
         return Some(candidate);
     };
     if current.0.first() != candidate.0.first() {
-        // Different types: keep both impossible by making the range empty later.
+        // Bounds of two types: no value passes both. Either one still bounds a
+        // superset of the matches, and the filter is checked on every candidate.
         return Some(candidate);
     }
     let candidate_wins = match current.0.cmp(candidate.0) {
