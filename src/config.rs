@@ -58,6 +58,8 @@ pub struct Config {
     pub sled_cache_bytes: u64,
     /// WAL segment size before rollover.
     pub wal_segment_bytes: u64,
+    /// Under load, the WAL's longest wait before a sync, in microseconds.
+    pub wal_gather_us: u64,
     /// Checkpoint when a shard applied this many entries since its last compaction.
     pub compact_after_entries: u64,
     /// Checkpoint at least this often when anything was written.
@@ -112,6 +114,7 @@ impl Default for Config {
             admin_connections_max: 256,
             sled_cache_bytes: kernel.sled_cache_bytes,
             wal_segment_bytes: kernel.wal_segment_bytes,
+            wal_gather_us: kernel.wal_gather_us,
             compact_after_entries: kernel.compact_after_entries,
             checkpoint_interval_ms: kernel.checkpoint_interval_ms,
             tick_interval_ms: kernel.tick_interval_ms,
@@ -152,6 +155,7 @@ pub struct ConfigLayer {
     pub admin_connections_max: Option<u32>,
     pub sled_cache_bytes: Option<u64>,
     pub wal_segment_bytes: Option<u64>,
+    pub wal_gather_us: Option<u64>,
     pub compact_after_entries: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
     pub tick_interval_ms: Option<u64>,
@@ -183,6 +187,9 @@ pub enum ConfigError {
 }
 
 /// Prefix of the environment variables read.
+/// Longest WAL gather wait a configuration may set.
+const WAL_GATHER_US_MAX: u64 = 10_000;
+
 pub const ENVIRONMENT_PREFIX: &str = "MIMORI_";
 
 impl ConfigLayer {
@@ -262,7 +269,7 @@ impl ConfigLayer {
 /// `MIMORI_ADMIN_TOKEN=12345` stays a string).
 fn is_numeric_field(field: &str) -> bool {
     [
-        "_id", "_count", "_max", "_ms", "_bytes", "_entries", "_factor", "_ticks",
+        "_id", "_count", "_max", "_ms", "_us", "_bytes", "_entries", "_factor", "_ticks",
     ]
     .iter()
     .any(|suffix| field.ends_with(suffix))
@@ -298,6 +305,7 @@ impl Config {
             admin_connections_max,
             sled_cache_bytes,
             wal_segment_bytes,
+            wal_gather_us,
             compact_after_entries,
             checkpoint_interval_ms,
             tick_interval_ms,
@@ -368,6 +376,11 @@ impl Config {
         }
         if self.wal_segment_bytes < 1024 * 1024 {
             return invalid("wal_segment_bytes must be at least 1 MiB".into());
+        }
+        if self.wal_gather_us > WAL_GATHER_US_MAX {
+            return invalid(format!(
+                "wal_gather_us must be at most {WAL_GATHER_US_MAX} (10 ms)"
+            ));
         }
         if !(10..=10_000).contains(&self.tick_interval_ms) {
             return invalid("tick_interval_ms must be 10..=10000".into());
@@ -442,6 +455,7 @@ impl Config {
         };
         options.request_timeout_ms = self.request_timeout_ms;
         options.wal_segment_bytes = self.wal_segment_bytes;
+        options.wal_gather_us = self.wal_gather_us;
         options.sled_cache_bytes = self.sled_cache_bytes;
         options.compact_after_entries = self.compact_after_entries;
         options.checkpoint_interval_ms = self.checkpoint_interval_ms;
@@ -573,5 +587,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("node_id"), "{error}");
+    }
+
+    /// Proves `MIMORI_WAL_GATHER_US` reads as a number, reaches the kernel options,
+    /// and that a wait above the limit is refused.
+    #[test]
+    fn wal_gather_is_bounded() {
+        let resolve = |value: &str| {
+            Config::resolve(
+                None,
+                environment(&[("MIMORI_WAL_GATHER_US", value)]),
+                ConfigLayer::default(),
+            )
+        };
+        assert_eq!(Config::default().wal_gather_us, 1_000);
+        for value in [0, 250, WAL_GATHER_US_MAX] {
+            let config = resolve(&value.to_string()).unwrap();
+            assert_eq!(config.node_options().wal_gather_us, value);
+        }
+        let error = resolve(&(WAL_GATHER_US_MAX + 1).to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("wal_gather_us"), "{error}");
     }
 }

@@ -12,6 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub enum LogWriterMsg {
@@ -43,6 +44,8 @@ pub struct LogWriterArgs {
     pub sender: Sender<WalJob>,
     /// Set by the thread once a write or sync failed.
     pub wal_failed: Arc<AtomicBool>,
+    /// How long the thread may wait before a batch under load (zero: never).
+    pub gather_wait: Duration,
 }
 
 /// What a shard replica holds to queue WAL jobs directly on the writer thread.
@@ -65,6 +68,7 @@ impl LogWriterHandle {
 pub fn job_queue(
     writer: WalWriter,
     wal_failed: Arc<AtomicBool>,
+    gather_wait: Duration,
 ) -> (LogWriterHandle, LogWriterArgs) {
     let (sender, jobs) = std::sync::mpsc::channel();
     (
@@ -76,6 +80,7 @@ pub fn job_queue(
             jobs,
             sender,
             wal_failed,
+            gather_wait,
         },
     )
 }
@@ -102,9 +107,10 @@ impl Actor for LogWriterActor {
         let writer = args.writer;
         let receiver = args.jobs;
         let wal_failed = args.wal_failed;
+        let gather = thread::Gather::new(args.gather_wait, Instant::now());
         let thread = std::thread::Builder::new()
             .name("mimori-wal".into())
-            .spawn(move || thread::run(writer, receiver, wal_failed))?;
+            .spawn(move || thread::run(writer, receiver, wal_failed, gather))?;
         Ok(LogWriterState {
             jobs: Some(args.sender),
             thread: Some(thread),

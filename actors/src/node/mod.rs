@@ -76,6 +76,9 @@ pub struct NodeOptions {
     pub request_timeout_ms: u32,
     /// A WAL segment is closed and a new one started past this size.
     pub wal_segment_bytes: u64,
+    /// Under load, the WAL thread waits up to this long (microseconds) before a
+    /// batch so that more writes share its sync; zero never waits.
+    pub wal_gather_us: u64,
     /// sled's page cache.
     pub sled_cache_bytes: u64,
     /// A checkpoint runs when a shard applied this many entries since the last one.
@@ -117,6 +120,7 @@ impl NodeOptions {
             limits: Limits::default(),
             request_timeout_ms: 5_000,
             wal_segment_bytes: 64 * 1024 * 1024,
+            wal_gather_us: 1_000,
             sled_cache_bytes: 128 * 1024 * 1024,
             compact_after_entries: 5_000,
             checkpoint_interval_ms: 30_000,
@@ -348,6 +352,7 @@ impl Node {
                     logs: recovered.logs,
                     replica_options,
                     tick_interval_ms: options.tick_interval_ms,
+                    wal_gather: Duration::from_micros(options.wal_gather_us),
                     inbox: Arc::new(inbox::NodeInbox {
                         registry: registry.clone(),
                         router: router.clone(),

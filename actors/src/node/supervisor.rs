@@ -75,6 +75,8 @@ pub struct KernelArgs {
     pub logs: HashMap<GroupId, GroupLog>,
     pub replica_options: ReplicaOptions,
     pub tick_interval_ms: u64,
+    /// The WAL thread's longest wait before a batch under load.
+    pub wal_gather: Duration,
     pub inbox: Arc<dyn Inbox>,
 }
 
@@ -321,7 +323,11 @@ async fn start_kernel(
     state: &mut NodeSupervisorState,
     args: KernelArgs,
 ) -> Result<(), ActorProcessingErr> {
-    let (handle, log_writer_args) = job_queue(args.writer, args.registry.wal_failed.clone());
+    let (handle, log_writer_args) = job_queue(
+        args.writer,
+        args.registry.wal_failed.clone(),
+        args.wal_gather,
+    );
     let (log_writer, _) =
         Actor::spawn_linked(None, LogWriterActor, log_writer_args, myself.get_cell()).await?;
     args.registry.set_log_writer(Some(log_writer.clone()));
