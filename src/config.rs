@@ -186,10 +186,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Prefix of the environment variables read.
 /// Longest WAL gather wait a configuration may set.
 const WAL_GATHER_US_MAX: u64 = 10_000;
 
+/// Prefix of the environment variables read.
 pub const ENVIRONMENT_PREFIX: &str = "MIMORI_";
 
 impl ConfigLayer {
