@@ -600,7 +600,7 @@ mod tests {
                 ConfigLayer::default(),
             )
         };
-        assert_eq!(Config::default().wal_gather_us, 1_000);
+        assert_eq!(Config::default().wal_gather_us, 0, "off by default");
         for value in [0, 250, WAL_GATHER_US_MAX] {
             let config = resolve(&value.to_string()).unwrap();
             assert_eq!(config.node_options().wal_gather_us, value);

@@ -3,10 +3,11 @@
 //! one `fdatasync`, calls their completions, and goes back for more. While one sync
 //! runs, the next batch gathers by itself, so the batch grows with the load.
 //!
-//! Under load the thread also waits a little before taking a batch (see [`Gather`]):
-//! a sync costs the same for one write as for fifty, and on a busy node the CPU a
-//! sync takes (the system call, the block layer, the device's completion) is
-//! better spent on the writes.
+//! When configured to (`wal_gather_us`, off by default), the thread also waits a
+//! little under load before taking a batch (see [`Gather`]): a sync costs the same
+//! for one write as for fifty, and on a node short of CPU the CPU a sync takes (the
+//! system call, the block layer, the device's completion) is better spent on the
+//! writes. Where the CPU is not short, the wait only adds latency.
 //!
 //! Jobs run in arrival order: a flush, replay or stats request waits for the writes
 //! queued before it to be durable (the pending writes are committed first).

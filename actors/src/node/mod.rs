@@ -120,7 +120,7 @@ impl NodeOptions {
             limits: Limits::default(),
             request_timeout_ms: 5_000,
             wal_segment_bytes: 64 * 1024 * 1024,
-            wal_gather_us: 1_000,
+            wal_gather_us: 0,
             sled_cache_bytes: 128 * 1024 * 1024,
             compact_after_entries: 5_000,
             checkpoint_interval_ms: 30_000,
