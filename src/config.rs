@@ -484,6 +484,15 @@ mod tests {
             .into_iter()
     }
 
+    /// Resolves a configuration from one environment variable alone.
+    fn resolve_one(variable: &str, value: &str) -> Result<Config, ConfigError> {
+        Config::resolve(
+            None,
+            environment(&[(variable, value)]),
+            ConfigLayer::default(),
+        )
+    }
+
     /// Proves the precedence defaults < file < environment < flags, field by field.
     #[test]
     fn layers_apply_in_order() {
@@ -540,13 +549,7 @@ mod tests {
     /// error naming the variable.
     #[test]
     fn fault_injection_is_a_flag() {
-        let resolve = |value: &str| {
-            Config::resolve(
-                None,
-                environment(&[("MIMORI_FAULT_INJECTION", value)]),
-                ConfigLayer::default(),
-            )
-        };
+        let resolve = |value: &str| resolve_one("MIMORI_FAULT_INJECTION", value);
         assert!(!Config::default().fault_injection);
         for (value, expected) in [("true", true), ("1", true), ("false", false), ("0", false)] {
             let config = resolve(value).unwrap();
@@ -571,21 +574,11 @@ mod tests {
             error.contains("bad.toml") && error.contains("nodeid"),
             "{error}"
         );
-        let error = Config::resolve(
-            None,
-            environment(&[("MIMORI_HTTP", "not-an-address")]),
-            ConfigLayer::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = resolve_one("MIMORI_HTTP", "not-an-address")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("MIMORI_HTTP"), "{error}");
-        let error = Config::resolve(
-            None,
-            environment(&[("MIMORI_NODE_ID", "0")]),
-            ConfigLayer::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = resolve_one("MIMORI_NODE_ID", "0").unwrap_err().to_string();
         assert!(error.contains("node_id"), "{error}");
     }
 
@@ -593,13 +586,7 @@ mod tests {
     /// and that a wait above the limit is refused.
     #[test]
     fn wal_gather_is_bounded() {
-        let resolve = |value: &str| {
-            Config::resolve(
-                None,
-                environment(&[("MIMORI_WAL_GATHER_US", value)]),
-                ConfigLayer::default(),
-            )
-        };
+        let resolve = |value: &str| resolve_one("MIMORI_WAL_GATHER_US", value);
         assert_eq!(Config::default().wal_gather_us, 0, "off by default");
         for value in [0, 250, WAL_GATHER_US_MAX] {
             let config = resolve(&value.to_string()).unwrap();
