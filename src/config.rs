@@ -379,7 +379,8 @@ impl Config {
         }
         if self.wal_gather_us > WAL_GATHER_US_MAX {
             return invalid(format!(
-                "wal_gather_us must be at most {WAL_GATHER_US_MAX} (10 ms)"
+                "wal_gather_us must be at most {WAL_GATHER_US_MAX} ({} ms)",
+                WAL_GATHER_US_MAX / 1000
             ));
         }
         if !(10..=10_000).contains(&self.tick_interval_ms) {
